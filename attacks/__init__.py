@@ -1,0 +1,1 @@
+"""Attacks: what the cloud can learn from disguised data, one per module."""

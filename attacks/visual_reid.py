@@ -1,0 +1,48 @@
+"""Visual re-identification: a classifier trained on plaintext recognises disguised images."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from benchmark.api import (DEFENSE, LABEL, PUBLIC, TARGETS, Attack, Data, ThreatView,
+                           check_choice, check_number)
+from benchmark.registry import register
+
+
+@register("visual-reid")
+class VisualReID(Attack):
+    """Label disguised training images with a classifier trained on public images.
+
+    Threat: the cloud recognises what the owner's images show (level 1). With
+    ``train_on="plain"`` this is the paper's attack (a model of the originals applied to disguised
+    images); ``"own-key"`` trains on the public set disguised under the attacker's own key, which
+    defeats keyless disguises. Sharma & Chen, "Disguised-Nets: Image Disguising for
+    Privacy-preserving Outsourced Deep Learning", 2019.
+
+    Args:
+        train_on: "plain" public images (the paper) or "own-key" disguised public images.
+        epochs: training epochs (0 uses the task's own recipe).
+    """
+
+    goal = LABEL
+    needs = frozenset({TARGETS, PUBLIC})
+    optional = frozenset({DEFENSE})
+
+    def __init__(self, train_on: str = "plain", epochs: int = 0) -> None:
+        self.train_on = train_on
+        self.epochs = epochs
+
+    def validate(self) -> None:
+        check_choice(self.name, "train_on", self.train_on, ("plain", "own-key"))
+        check_number(self.name, "epochs", self.epochs, kind=int, low=0)
+
+    def run(self, view: ThreatView, *, seed: int) -> Tensor:
+        public: Data = view.require(PUBLIC)
+        if self.train_on == "own-key":
+            defense = view.require(DEFENSE).fit(public, seed=seed)
+            public = defense.transform(public)
+        task = view.task.clone()
+        if self.epochs:
+            task.epochs = self.epochs
+        model = task.train(public, seed=seed, num_classes=view.num_classes)
+        return task.predict(model, view.require(TARGETS).x).argmax(1)

@@ -1,0 +1,314 @@
+"""The interfaces every DisguiseBench plugin implements: data, defenses, attacks, tasks, threat views.
+
+Plugins follow scikit-learn's estimator conventions: ``__init__`` stores keyword arguments
+unchanged, validation happens in ``validate``/``fit``, learned or secret state lives in
+attributes ending in ``_``, ``get_params()`` reads the ``__init__`` signature, and ``clone()``
+returns the unfitted copy. For a defense that copy is exactly what a Kerckhoffs attacker holds:
+the algorithm and its hyperparameters, never the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
+
+import torch
+from torch import Tensor, nn
+
+# Capabilities an attack can be granted (DESIGN §2). The runner builds a ThreatView holding
+# exactly the ones the threat level grants and the attack declares.
+TARGETS = "targets"
+DEFENSE = "defense"
+MODEL = "model"
+PUBLIC = "public"
+GALLERY = "gallery"
+KNOWN_PAIRS = "known_pairs"
+ORACLE = "oracle"
+CAPABILITIES = (TARGETS, DEFENSE, MODEL, PUBLIC, GALLERY, KNOWN_PAIRS, ORACLE)
+
+_LEVEL_1 = frozenset({TARGETS, DEFENSE, MODEL, PUBLIC, GALLERY})
+LEVELS: dict[str, frozenset[str]] = {
+    "level-1": _LEVEL_1,
+    "level-2": _LEVEL_1 | {KNOWN_PAIRS},
+    "level-3": _LEVEL_1 | {KNOWN_PAIRS, ORACLE},
+}
+
+# Goals an attack can pursue; benchmark.scoring turns a prediction into success for each.
+REIDENTIFY = "reidentify"
+RECONSTRUCT = "reconstruct"
+LABEL = "label"
+MEMBERSHIP = "membership"
+GOALS = (REIDENTIFY, RECONSTRUCT, LABEL, MEMBERSHIP)
+
+
+class PluginError(ValueError):
+    """A plugin was given a bad parameter or bad input; the message says what would be valid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """A batch of images with labels.
+
+    Args:
+        x: float32 tensor (N, C, H, W); in [0, 1] before any defense, any real values after.
+        y: (N,) integer labels, (N, K) soft labels, or None where the holder does not know them.
+        source: for disguised data, (N, m) indices into the plaintext batch the defense was given:
+            the images each output was made from (m > 1 for mixing defenses such as InstaHide,
+            -1 pads rows that mix fewer private images). None means output i came from input i.
+    """
+
+    x: Tensor
+    y: Tensor | None = None
+    source: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.x, Tensor) or self.x.dim() != 4:
+            shape = tuple(self.x.shape) if isinstance(self.x, Tensor) else type(self.x).__name__
+            raise PluginError(f"Data.x must be a 4-d tensor (N, C, H, W), got {shape}")
+        n = self.x.shape[0]
+        for name in ("y", "source"):
+            value = getattr(self, name)
+            if value is not None and value.shape[0] != n:
+                raise PluginError(
+                    f"Data.{name} has {value.shape[0]} rows but Data.x has {n} images"
+                )
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, index: Tensor | slice) -> Data:
+        return Data(
+            self.x[index],
+            None if self.y is None else self.y[index],
+            None if self.source is None else self.source[index],
+        )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])  # type: ignore[return-value]
+
+    def sources(self) -> Tensor:
+        """(N, m) plaintext indices each image came from (the identity when ``source`` is None)."""
+        if self.source is not None:
+            return self.source
+        return torch.arange(len(self)).unsqueeze(1)
+
+    def hard_labels(self) -> Tensor:
+        """(N,) class indices; soft labels give their arg-max."""
+        if self.y is None:
+            raise PluginError("these images carry no labels")
+        return self.y.argmax(1) if self.y.dim() == 2 else self.y
+
+    def without_labels(self) -> Data:
+        return Data(self.x, None, self.source)
+
+
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The owner's private training and test images, and public images of the same distribution."""
+
+    train: Data
+    test: Data
+    public: Data
+    num_classes: int
+
+
+def check_images(data: Data, *, what: str = "images") -> None:
+    """Raise PluginError unless ``data`` holds a non-empty float batch of finite values in [0, 1]."""
+    x = data.x
+    if len(data) == 0:
+        raise PluginError(f"{what}: empty dataset (0 images)")
+    if x.dtype != torch.float32:
+        raise PluginError(f"{what}: expected float32 pixels in [0, 1], got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise PluginError(f"{what}: {bad} pixel values are NaN or infinite; expected [0, 1]")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise PluginError(f"{what}: pixel values span [{lo:g}, {hi:g}]; expected [0, 1]")
+
+
+class Plugin:
+    """Hyperparameters as keyword arguments; the registry name; params, clone and spec."""
+
+    name: ClassVar[str] = ""
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        params = inspect.signature(cls.__init__).parameters.values()
+        kinds = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        return [p.name for p in params if p.name != "self" and p.kind in kinds]
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        params = inspect.signature(cls.__init__).parameters
+        return {n: params[n].default for n in cls.param_names()}
+
+    def get_params(self) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in self.param_names()}
+
+    def clone(self) -> Self:
+        """An unfitted copy with the same hyperparameters and none of the ``_`` attributes."""
+        return type(self)(**copy.deepcopy(self.get_params()))
+
+    def spec(self) -> dict[str, Any]:
+        """The canonical description: registry name and every hyperparameter, defaults spelled out."""
+        return {"name": self.name, "params": self.get_params()}
+
+    def label(self) -> str:
+        """A short display name: the registry name and the hyperparameters that differ from defaults."""
+        defaults = self.defaults()
+        changed = {k: v for k, v in self.get_params().items() if defaults.get(k) != v}
+        if not changed:
+            return self.name
+        return self.name + "(" + ", ".join(f"{k}={v}" for k, v in changed.items()) + ")"
+
+    def validate(self) -> None:
+        """Raise PluginError naming a bad hyperparameter value and what would be valid."""
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = inspect.getdoc(cls) or ""
+        return doc.splitlines()[0] if doc else ""
+
+
+def check_choice(owner: str, param: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise PluginError(f"{owner}: {param}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def check_number(owner: str, param: str, value: Any, *, kind: type = float,
+                 low: float | None = None, high: float | None = None) -> None:
+    """Raise PluginError unless ``value`` is a number of ``kind`` within [low, high]."""
+    ok_type = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (kind is float and not math.isfinite(value)):
+        raise PluginError(f"{owner}: {param}={value!r} must be {'an integer' if kind is int else 'a number'}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        span = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise PluginError(f"{owner}: {param}={value!r} is outside {span}")
+
+
+class Defense(Plugin):
+    """Disguises images under a secret key drawn in ``fit``.
+
+    Subclasses implement ``_fit`` (draw the key from the generator into ``_`` attributes) and
+    ``_transform`` (deterministic given the key).
+    """
+
+    # A keyless defense (pixelation, blur) has nothing secret to draw.
+    keyless: ClassVar[bool] = False
+    # A defense that re-encodes every epoch (InstaHide) asks the training loop for fresh encodings.
+    reencodes_per_epoch: ClassVar[bool] = False
+    # Whether test inputs are disguised too (InstaHide's published protocol leaves them plain).
+    encodes_test: ClassVar[bool] = True
+
+    def fit(self, data: Data, *, seed: int, public: Data | None = None) -> Self:
+        self.validate()
+        check_images(data, what=f"{self.name}.fit")
+        self._fit(data, torch.Generator().manual_seed(seed), public)
+        self.fitted_ = True
+        return self
+
+    def transform(self, data: Data, *, epoch: int = 0) -> Data:
+        if not getattr(self, "fitted_", False):
+            raise PluginError(f"{self.name}: call fit() before transform()")
+        check_images(data, what=f"{self.name}.transform")
+        return self._transform(data, epoch=epoch)
+
+    def is_fitted(self) -> bool:
+        return bool(getattr(self, "fitted_", False))
+
+    def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
+        pass
+
+    def _transform(self, data: Data, *, epoch: int) -> Data:
+        raise NotImplementedError
+
+
+class Attack(Plugin):
+    """Tries to learn something about the owner's images from what a threat level grants.
+
+    ``needs`` lists the capabilities the attack cannot run without; ``optional`` those it uses
+    when the level grants them (the level-3 oracle, say). ``run`` returns predictions only; the
+    scorer judges them against a truth the attack never sees.
+    """
+
+    goal: ClassVar[str] = ""
+    needs: ClassVar[frozenset[str]] = frozenset()
+    optional: ClassVar[frozenset[str]] = frozenset()
+
+    def run(self, view: ThreatView, *, seed: int) -> Tensor:
+        raise NotImplementedError
+
+
+class Task(Plugin):
+    """A dataset, a model architecture and a training recipe."""
+
+    def load(self, *, seed: int) -> Splits:
+        raise NotImplementedError
+
+    def build_model(self, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        raise NotImplementedError
+
+    def train(self, data: Data, *, seed: int, num_classes: int,
+              reencode: Callable[[int], Data] | None = None,
+              progress: bool = False) -> nn.Module:
+        raise NotImplementedError
+
+    def predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        """Class probabilities (N, K) of ``model`` on ``x``."""
+        raise NotImplementedError
+
+    def accuracy(self, model: nn.Module, data: Data) -> float:
+        probs = self.predict(model, data.x)
+        return float((probs.argmax(1) == data.hard_labels()).float().mean())
+
+
+@dataclasses.dataclass(frozen=True)
+class ThreatView:
+    """What one attack sees at one threat level; a capability not granted is None.
+
+    Args:
+        level: the threat level's name.
+        task: the task (dataset name, architecture and training recipe are public knowledge).
+        num_classes: the number of classes.
+        targets: disguised training images the cloud holds; their labels are withheld when the
+            attack's goal is to infer labels.
+        defense: a keyless clone of the owner's defense (algorithm and hyperparameters).
+        model: the model the cloud trained on the disguised training set, in eval mode.
+        public: plaintext images from the same distribution, with labels.
+        gallery: plaintext candidates (N, C, H, W) for re-identification, shuffled.
+        known_pairs: (plaintext, disguised) pairs of owner training images, disjoint from targets.
+        oracle: disguises any plaintext the attacker chooses under the owner's key.
+        candidates: for the ``membership`` goal, plaintext images to score for having been in the
+            owner's training set (half were, half were not, shuffled).
+    """
+
+    level: str
+    task: Task
+    num_classes: int
+    targets: Data | None = None
+    defense: Defense | None = None
+    model: nn.Module | None = None
+    public: Data | None = None
+    gallery: Tensor | None = None
+    known_pairs: tuple[Data, Data] | None = None
+    oracle: Callable[[Data], Data] | None = None
+    candidates: Tensor | None = None
+
+    def require(self, capability: str) -> Any:
+        value = getattr(self, capability)
+        if value is None:
+            raise PluginError(f"capability {capability!r} was not granted at {self.level}")
+        return value
+
+    def granted(self) -> frozenset[str]:
+        return frozenset(c for c in CAPABILITIES if getattr(self, c) is not None)

@@ -1,0 +1,121 @@
+"""The `disguisebench` console script."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from benchmark.api import PluginError
+
+log = logging.getLogger("disguisebench")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from benchmark import registry
+
+    for kind in ("task", "defense", "attack"):
+        print(f"{kind}s:")
+        for name in registry.names(kind):
+            cls = registry.get(kind, name)
+            extra = ""
+            if kind == "attack":
+                extra = f"  [goal {cls.goal}; needs {', '.join(sorted(cls.needs))}]"
+            print(f"  {name:<22} {cls.summary()}{extra}")
+        print()
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from benchmark import leaderboard, plan as plan_mod, runner
+    from benchmark.store import Store
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    plan = plan_mod.load(args.plan)
+    plan = plan_mod.override(plan, tasks=args.tasks, defenses=args.defenses,
+                             attacks=args.attacks, levels=args.levels, seeds=args.seeds)
+    n_cells = len(runner.cells(plan))
+    print(f"plan {plan.name!r}: {len(plan.tasks)} task(s) x {len(plan.defenses)} defense(s) x "
+          f"{len(plan.seeds)} seed(s) = {n_cells} cell(s); {len(plan.attacks)} attack(s) at "
+          f"{', '.join(plan.levels)}", file=sys.stderr)
+    with Store(args.db) as store:
+        if args.retry_failed:
+            removed = store.delete_failed()
+            print(f"removed {removed} failed record(s) to retry", file=sys.stderr)
+        try:
+            summary = runner.run(plan, store, progress=True, verbose=args.verbose)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; finished records are saved in {args.db}; run again to resume",
+                  file=sys.stderr)
+            return 130
+        print(f"{summary.written} record(s) written, {summary.skipped} already stored, "
+              f"{summary.failed} failed, {summary.not_applicable} not applicable, "
+              f"in {summary.seconds:.1f} s", file=sys.stderr)
+        keys = {job.key for cell in runner.cells(plan) for job in runner.jobs(plan, cell)}
+        records = [r for r in store.records() if r.key in keys]
+    print(leaderboard.render_text(leaderboard.aggregate(records)))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from benchmark import leaderboard
+    from benchmark.store import Store
+
+    if not os.path.exists(args.db):
+        raise PluginError(f"no results database at {args.db!r}; run `disguisebench run` first")
+    with Store(args.db) as store:
+        print(leaderboard.render_text(leaderboard.aggregate(store.records())))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from benchmark.store import DEFAULT_DB
+
+    parser = argparse.ArgumentParser(
+        prog="disguisebench",
+        description="Benchmark image disguising defenses against attacks at three threat levels.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered tasks, defenses and attacks")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("run", help="run a plan (default: plans/default.yaml)")
+    p.add_argument("plan", nargs="?", help="YAML plan file")
+    p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
+    p.add_argument("--tasks", help="comma-separated task names, replacing the plan's")
+    p.add_argument("--defenses", help="comma-separated defense names, replacing the plan's")
+    p.add_argument("--attacks", help="comma-separated attack names, replacing the plan's")
+    p.add_argument("--levels", help="comma-separated threat levels, replacing the plan's")
+    p.add_argument("--seeds", help="comma-separated seeds, replacing the plan's")
+    p.add_argument("--retry-failed", action="store_true", help="re-run records that failed")
+    p.add_argument("--verbose", action="store_true", help="per-cell detail and training bars")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("show", help="print the boards of a results database")
+    p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
+    p.set_defaults(func=_cmd_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "verbose", False):
+        log.setLevel(logging.INFO)
+    try:
+        return args.func(args)
+    except PluginError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

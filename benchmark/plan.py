@@ -1,0 +1,226 @@
+"""YAML plans: which tasks, defenses, attacks, threat levels and seeds a run crosses.
+
+A plan file looks like::
+
+    name: default
+    seeds: [0]
+    n_targets: 100          # disguised training images attacked per cell
+    n_known: 100            # known (plaintext, disguised) pairs granted at level 2 and above
+    levels: [level-1, level-2, level-3]
+    tasks: [mnist]
+    defenses:
+      - none
+      - pixelate: {block: 4}
+      - block-rmt: {block: [4, 7]}   # a list sweeps: two specs, block=4 and block=7
+    attacks: [visual-reid, template-match]
+
+Each plugin entry is a registry name, or a one-key mapping from the name to its parameters. A
+parameter whose value is a list is a sweep; the cross product of all swept parameters expands
+into one spec each. Wrap a literal list parameter as ``{value: [...]}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark import registry
+from benchmark.api import LEVELS, PluginError
+
+TOP_LEVEL_KEYS = ("name", "seeds", "n_targets", "n_known", "levels", "tasks", "defenses", "attacks")
+DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "plans" / "default.yaml"
+
+
+class PlanError(PluginError):
+    """A plan that cannot be run; the message names the bad entry and what would be valid."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One plugin with every hyperparameter spelled out (defaults included)."""
+
+    kind: str
+    name: str
+    params: tuple[tuple[str, Any], ...]
+
+    @classmethod
+    def of(cls, kind: str, name: str, params: dict[str, Any] | None = None) -> Spec:
+        plugin = registry.create(kind, name, params)
+        full = plugin.get_params()
+        try:
+            json.dumps(full)
+        except TypeError as err:
+            raise PlanError(f"{kind} {name!r}: parameters must be JSON values ({err})") from None
+        return cls(kind, name, tuple(sorted(full.items(), key=lambda kv: kv[0])))
+
+    def build(self) -> Any:
+        return registry.create(self.kind, self.name, self.param_dict())
+
+    def param_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dict(self.params)))
+
+    def canonical(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.param_dict()}
+
+    def label(self) -> str:
+        return self.build().label()
+
+    def __str__(self) -> str:
+        return self.label()
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    name: str
+    tasks: tuple[Spec, ...]
+    defenses: tuple[Spec, ...]
+    attacks: tuple[Spec, ...]
+    levels: tuple[str, ...]
+    seeds: tuple[int, ...]
+    n_targets: int = 100
+    n_known: int = 100
+
+    def digest(self) -> str:
+        return spec_hash(dataclasses.asdict(self))
+
+
+def spec_hash(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _expand(kind: str, entry: Any, where: str) -> list[Spec]:
+    if isinstance(entry, str):
+        return [Spec.of(kind, entry)]
+    if not isinstance(entry, dict) or len(entry) != 1:
+        raise PlanError(
+            f"{where}: each {kind} entry must be a name or a one-key mapping "
+            f"{{name: {{param: value}}}}, got {entry!r}"
+        )
+    (name, params), = entry.items()
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise PlanError(f"{where}: parameters of {kind} {name!r} must be a mapping, got {params!r}")
+    keys = list(params)
+    axes = []
+    for key in keys:
+        value = params[key]
+        if isinstance(value, dict) and set(value) == {"value"}:
+            axes.append([value["value"]])
+        elif isinstance(value, list):
+            if not value:
+                raise PlanError(f"{where}: {kind} {name!r} sweeps {key!r} over an empty list")
+            axes.append(value)
+        else:
+            axes.append([value])
+    return [Spec.of(kind, str(name), dict(zip(keys, combo))) for combo in itertools.product(*axes)]
+
+
+def _specs(kind: str, entries: Any, where: str) -> tuple[Spec, ...]:
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    if not isinstance(entries, list) or not entries:
+        raise PlanError(f"{where}: the plan needs at least one {kind}")
+    specs: list[Spec] = []
+    for entry in entries:
+        for spec in _expand(kind, entry, where):
+            if spec in specs:
+                raise PlanError(f"{where}: {kind} {spec.label()!r} is listed twice")
+            specs.append(spec)
+    return tuple(specs)
+
+
+def _int_list(value: Any, key: str, where: str) -> tuple[int, ...]:
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        raise PlanError(f"{where}: {key} must be an integer or a list of integers, got {value!r}")
+    if len(set(values)) != len(values):
+        raise PlanError(f"{where}: {key} lists a value twice: {value!r}")
+    return tuple(values)
+
+
+def from_dict(raw: Any, *, where: str = "plan") -> Plan:
+    if not isinstance(raw, dict) or not raw:
+        raise PlanError(f"{where}: empty plan; expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    for key in raw:
+        if key not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_LEVEL_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else "."
+            raise PlanError(f"{where}: unknown key {key!r}{hint} Keys: {', '.join(TOP_LEVEL_KEYS)}")
+    levels = raw.get("levels", list(LEVELS))
+    levels = [levels] if isinstance(levels, str) else levels
+    if not isinstance(levels, list) or not levels:
+        raise PlanError(f"{where}: levels must be a non-empty list of {', '.join(LEVELS)}")
+    for level in levels:
+        if level not in LEVELS:
+            raise PlanError(f"{where}: unknown level {level!r}; expected one of {', '.join(LEVELS)}")
+    counts = {}
+    for key, default, low in (("n_targets", 100, 1), ("n_known", 100, 0)):
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise PlanError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
+        counts[key] = value
+    defenses = _specs("defense", raw.get("defenses"), where)
+    # Utility is a ratio to the undisguised model, so every plan trains the `none` defense.
+    if not any(spec.name == "none" for spec in defenses):
+        defenses = (Spec.of("defense", "none"),) + defenses
+    return Plan(
+        name=str(raw.get("name", "plan")),
+        tasks=_specs("task", raw.get("tasks"), where),
+        defenses=defenses,
+        attacks=_specs("attack", raw.get("attacks"), where),
+        levels=tuple(dict.fromkeys(levels)),
+        seeds=_int_list(raw.get("seeds", [0]), "seeds", where),
+        **counts,
+    )
+
+
+def _literal(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: {"value": v} if isinstance(v, list) else v for k, v in params.items()}
+
+
+def load(path: str | Path | None = None) -> Plan:
+    """Read a YAML plan (the default plan when ``path`` is None)."""
+    path = Path(path) if path is not None else DEFAULT_PLAN
+    if not path.is_file():
+        raise PlanError(f"plan file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise PlanError(f"{path.name}: invalid YAML{at}: {getattr(err, 'problem', err)}") from None
+    return from_dict(raw, where=path.name)
+
+
+def override(plan: Plan, **lists: str | None) -> Plan:
+    """Replace the plan's tasks, defenses, attacks, levels or seeds with comma-separated lists."""
+    raw: dict[str, Any] = {
+        "name": plan.name,
+        "n_targets": plan.n_targets,
+        "n_known": plan.n_known,
+        "levels": list(plan.levels),
+        "seeds": list(plan.seeds),
+    }
+    for key in ("tasks", "defenses", "attacks"):
+        raw[key] = [{s.name: _literal(s.param_dict())} for s in getattr(plan, key)]
+    for key, value in lists.items():
+        if value is None:
+            continue
+        items = [v.strip() for v in value.split(",") if v.strip()]
+        if key == "seeds":
+            try:
+                raw[key] = [int(v) for v in items]
+            except ValueError:
+                raise PlanError(f"--seeds must be comma-separated integers, got {value!r}") from None
+        else:
+            raw[key] = items
+    return from_dict(raw, where="plan with command-line overrides")

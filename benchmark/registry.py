@@ -1,0 +1,136 @@
+"""Plugin registry: registry name -> class, for defenses, attacks and tasks.
+
+In-tree plugins register with ``@register("name")`` in their module under ``defenses/``,
+``attacks/`` or ``tasks/``; those modules are imported on the first lookup, and an import error
+there propagates. Installed packages declare entry points in the groups
+``disguisebench.defenses``, ``disguisebench.attacks`` and ``disguisebench.tasks``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from importlib.metadata import entry_points
+from typing import Any, Callable, TypeVar
+
+from benchmark.api import Attack, Defense, Plugin, PluginError, Task
+
+KINDS: dict[str, type[Plugin]] = {"defense": Defense, "attack": Attack, "task": Task}
+_PACKAGES = {"defense": "defenses", "attack": "attacks", "task": "tasks"}
+_GROUPS = {"defense": "disguisebench.defenses", "attack": "disguisebench.attacks",
+           "task": "disguisebench.tasks"}
+
+_registry: dict[str, dict[str, type[Plugin]]] = {kind: {} for kind in KINDS}
+_origin: dict[tuple[str, str], str] = {}
+_discovered = False
+
+P = TypeVar("P", bound=type[Plugin])
+
+
+class RegistryError(PluginError):
+    """An unknown or colliding plugin name, or bad parameters for one."""
+
+
+def _kind_of(cls: type) -> str:
+    for kind, base in KINDS.items():
+        if isinstance(cls, type) and issubclass(cls, base):
+            return kind
+    raise RegistryError(f"{cls!r} is not a Defense, Attack or Task subclass")
+
+
+def _add(cls: type[Plugin], name: str, origin: str) -> None:
+    kind = _kind_of(cls)
+    if not name or name != name.lower() or " " in name or "_" in name:
+        raise RegistryError(f"{kind} name {name!r} must be kebab-case, for example 'block-rmt'")
+    existing = _registry[kind].get(name)
+    if existing is not None and existing is not cls:
+        raise RegistryError(
+            f"{kind} name {name!r} is registered twice: by {_origin[(kind, name)]} and by {origin}"
+        )
+    cls.name = name
+    _registry[kind][name] = cls
+    _origin[(kind, name)] = origin
+
+
+def register(name: str) -> Callable[[P], P]:
+    """Class decorator registering an in-tree plugin under ``name``."""
+
+    def decorate(cls: P) -> P:
+        _add(cls, name, f"{cls.__module__}.{cls.__qualname__}")
+        return cls
+
+    return decorate
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    try:
+        for kind, package in _PACKAGES.items():
+            pkg = importlib.import_module(package)
+            for info in pkgutil.iter_modules(pkg.__path__):
+                if not info.name.startswith("_"):
+                    importlib.import_module(f"{package}.{info.name}")
+        for kind, group in _GROUPS.items():
+            for ep in entry_points(group=group):
+                cls = ep.load()
+                if _kind_of(cls) != kind:
+                    raise RegistryError(
+                        f"entry point {ep.name!r} in group {group!r} is not a {kind}: {cls!r}"
+                    )
+                _add(cls, ep.name, f"entry point {ep.value} ({ep.dist.name if ep.dist else '?'})")
+    except BaseException:
+        _discovered = False
+        raise
+
+
+def names(kind: str) -> list[str]:
+    _check_kind(kind)
+    _discover()
+    return sorted(_registry[kind])
+
+
+def get(kind: str, name: str) -> type[Plugin]:
+    """The class registered as ``name``; an unknown name lists the known ones and the closest."""
+    _check_kind(kind)
+    _discover()
+    try:
+        return _registry[kind][name]
+    except KeyError:
+        known = sorted(_registry[kind])
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise RegistryError(
+            f"unknown {kind} {name!r}{hint or '.'} Known {kind}s: {', '.join(known)}"
+        ) from None
+
+
+def create(kind: str, name: str, params: dict[str, Any] | None = None) -> Any:
+    """Instantiate a registered plugin, checking parameter names and values."""
+    cls = get(kind, name)
+    params = dict(params or {})
+    allowed = cls.param_names()
+    for key in params:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RegistryError(
+                f"{kind} {name!r} has no parameter {key!r}{hint or '.'} "
+                f"Parameters: {', '.join(allowed) or '(none)'}"
+            )
+    plugin = cls(**params)
+    plugin.validate()
+    return plugin
+
+
+def origin(kind: str, name: str) -> str:
+    get(kind, name)
+    return _origin[(kind, name)]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise RegistryError(f"unknown plugin kind {kind!r}; expected one of {', '.join(KINDS)}")

@@ -1,0 +1,379 @@
+"""The cross product of a plan: cells of (task, defense, seed), every attack at every level.
+
+One cell (DESIGN §3): load the task's splits, fit the defense (drawing the owner's key), disguise
+the training and test images, train the task's model on the disguised training set, record its
+accuracy, then build a ThreatView per (attack, level) holding exactly what the level grants and
+the attack declares, run the attack and score its prediction against a truth it never sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import hashlib
+import logging
+import platform
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark import scoring
+from benchmark.api import (
+    DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC, TARGETS,
+    Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
+)
+from benchmark.plan import Plan, Spec, spec_hash
+from benchmark.store import FAILED, NOT_APPLICABLE, OK, Record, Store
+
+log = logging.getLogger("disguisebench")
+
+
+def derive_seed(seed: int, *roles: str) -> int:
+    """An independent 63-bit seed for one role (data, key, training, an attack) of a plan seed."""
+    digest = hashlib.sha256("/".join([str(seed), *roles]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    task: Spec
+    defense: Spec
+    seed: int
+
+    def seeds(self) -> dict[str, int]:
+        t, d = spec_hash(self.task.canonical()), spec_hash(self.defense.canonical())
+        return {
+            "data": derive_seed(self.seed, "data", t),
+            "targets": derive_seed(self.seed, "targets", t),
+            "key": derive_seed(self.seed, "key", t, d),
+            "train": derive_seed(self.seed, "train", t),
+        }
+
+    def attack_seed(self, attack: Spec) -> int:
+        return derive_seed(self.seed, "attack", spec_hash(self.task.canonical()),
+                           spec_hash(self.defense.canonical()), spec_hash(attack.canonical()))
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One record to produce: the utility row (attack None) or one attack at one level."""
+
+    key: str
+    attack: Spec | None
+    level: str | None
+
+
+def record_key(plan: Plan, cell: Cell, attack: Spec | None, level: str | None) -> str:
+    return spec_hash({
+        "task": cell.task.canonical(),
+        "defense": cell.defense.canonical(),
+        "attack": None if attack is None else attack.canonical(),
+        "level": level,
+        "seed": cell.seed,
+        "n_targets": None if attack is None else plan.n_targets,
+        "n_known": plan.n_known if level in ("level-2", "level-3") else None,
+    })
+
+
+def cells(plan: Plan) -> list[Cell]:
+    return [Cell(t, d, s) for s in plan.seeds for t in plan.tasks for d in plan.defenses]
+
+
+def jobs(plan: Plan, cell: Cell) -> list[Job]:
+    out = [Job(record_key(plan, cell, None, None), None, None)]
+    for attack in plan.attacks:
+        for level in plan.levels:
+            out.append(Job(record_key(plan, cell, attack, level), attack, level))
+    return out
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None
+
+
+def manifest() -> dict[str, Any]:
+    """What reproducing a record needs: versions, commit, hardware."""
+    import numpy
+
+    from benchmark import __version__
+
+    return {
+        "disguisebench": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "machine": platform.machine(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+@dataclasses.dataclass
+class Scenario:
+    """The runner's side of a cell: what attacks may be shown, and the truth they may not."""
+
+    targets: Data
+    target_labels: torch.Tensor
+    gallery: torch.Tensor
+    gallery_index: torch.Tensor
+    known_pairs: tuple[Data, Data]
+    candidates: torch.Tensor
+    member: torch.Tensor
+
+
+def _unique_sources(sources: torch.Tensor) -> torch.Tensor:
+    return torch.unique(sources[sources >= 0])
+
+
+def build_scenario(splits: Splits, disguised: Data, *, n_targets: int, n_known: int,
+                   seed: int) -> Scenario:
+    """Draw targets, the gallery, known pairs and membership candidates (DESIGN §3)."""
+    rng = torch.Generator().manual_seed(seed)
+    n_plain = len(splits.train)
+    if n_targets > len(disguised):
+        raise PluginError(f"n_targets={n_targets} exceeds the {len(disguised)} disguised images")
+    order = torch.randperm(len(disguised), generator=rng)
+    sources = disguised.sources()
+    target_rows = order[:n_targets]
+    originals = _unique_sources(sources[target_rows])
+    used = torch.zeros(n_plain, dtype=torch.bool)
+    used[originals] = True
+
+    # Known pairs: disguised rows none of whose originals is a target's.
+    known_rows = []
+    for row in order[n_targets:].tolist():
+        if len(known_rows) == n_known:
+            break
+        src = sources[row]
+        if not used[src[src >= 0]].any():
+            known_rows.append(row)
+    if len(known_rows) < n_known:
+        raise PluginError(f"n_known={n_known} exceeds the {len(known_rows)} images left after targets")
+    known_rows = torch.tensor(known_rows, dtype=torch.long)
+    known_src = sources[known_rows]
+    known_plain = _unique_sources(known_src)
+    used[known_plain] = True
+
+    # Distractors: as many untouched owner training images as there are originals.
+    free = torch.nonzero(~used).squeeze(1)
+    free = free[torch.randperm(len(free), generator=rng)]
+    if len(free) < len(originals):
+        raise PluginError(
+            f"the training set ({n_plain} images) is too small for {len(originals)} gallery "
+            f"originals plus as many distractors and {n_known} known pairs"
+        )
+    members = torch.cat([originals, free[: len(originals)]])
+    shuffle = torch.randperm(len(members), generator=rng)
+    gallery_plain = members[shuffle]
+    position = torch.full((n_plain,), -1, dtype=torch.long)
+    position[gallery_plain] = torch.arange(len(gallery_plain))
+    target_src = sources[target_rows]
+    gallery_index = torch.where(target_src >= 0, position[target_src.clamp_min(0)], -1)
+
+    remap = torch.full((n_plain,), -1, dtype=torch.long)
+    remap[known_plain] = torch.arange(len(known_plain))
+    known_disguised = disguised[known_rows]
+    known_disguised = Data(known_disguised.x, known_disguised.y,
+                           torch.where(known_src >= 0, remap[known_src.clamp_min(0)], -1))
+
+    # Membership candidates: the targets' originals (members) and as many owner test images.
+    n_out = min(len(originals), len(splits.test))
+    outsiders = torch.randperm(len(splits.test), generator=rng)[:n_out]
+    cand = torch.cat([splits.train.x[originals], splits.test.x[outsiders]])
+    member = torch.cat([torch.ones(len(originals)), torch.zeros(n_out)]).bool()
+    mix = torch.randperm(len(cand), generator=rng)
+
+    targets = disguised[target_rows]
+    return Scenario(
+        targets=Data(targets.x, targets.y),
+        target_labels=targets.hard_labels() if targets.y is not None else None,
+        gallery=splits.train.x[gallery_plain],
+        gallery_index=gallery_index,
+        known_pairs=(splits.train[known_plain], known_disguised),
+        candidates=cand[mix],
+        member=member[mix],
+    )
+
+
+class Oracle:
+    """Disguises attacker-chosen plaintext under the owner's key (level 3)."""
+
+    __slots__ = ("_defense",)
+
+    def __init__(self, defense: Defense) -> None:
+        self._defense = defense
+
+    def __call__(self, data: Data) -> Data:
+        return self._defense.transform(data)
+
+
+def build_view(level: str, granted: frozenset[str], attack: Attack, task: Task,
+               splits: Splits, defense: Defense, model: torch.nn.Module,
+               scenario: Scenario) -> ThreatView:
+    targets = scenario.targets
+    if attack.goal == LABEL:
+        targets = targets.without_labels()
+    return ThreatView(
+        level=level,
+        task=task.clone(),
+        num_classes=splits.num_classes,
+        targets=targets if TARGETS in granted else None,
+        defense=defense.clone() if DEFENSE in granted else None,
+        model=copy.deepcopy(model).eval() if MODEL in granted else None,
+        public=splits.public if PUBLIC in granted else None,
+        gallery=scenario.gallery.clone() if GALLERY in granted else None,
+        known_pairs=scenario.known_pairs if KNOWN_PAIRS in granted else None,
+        oracle=Oracle(defense) if ORACLE in granted else None,
+        candidates=scenario.candidates if attack.goal == MEMBERSHIP else None,
+    )
+
+
+def _truth(scenario: Scenario) -> scoring.Truth:
+    return scoring.Truth(gallery_index=scenario.gallery_index, gallery=scenario.gallery,
+                         labels=scenario.target_labels, member=scenario.member)
+
+
+def _error(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], None], *,
+             verbose: bool = False) -> None:
+    """Produce the records in ``todo`` for one cell, emitting each as soon as it is finished."""
+    seeds = cell.seeds()
+    base = {"task": cell.task.canonical(), "defense": cell.defense.canonical(), "seed": cell.seed}
+    info = manifest()
+
+    def record(job: Job, status: str, metrics: dict, meta: dict, goal: str | None = None,
+               error: str | None = None) -> None:
+        emit(Record(key=job.key, attack=None if job.attack is None else job.attack.canonical(),
+                    level=job.level, status=status, metrics=metrics,
+                    meta={**info, **meta}, goal=goal, error=error, **base))
+
+    start = time.perf_counter()
+    try:
+        task: Task = cell.task.build()
+        defense: Defense = cell.defense.build()
+        splits = task.load(seed=seeds["data"])
+        defense.fit(splits.train, seed=seeds["key"], public=splits.public)
+        disguised = defense.transform(splits.train)
+        reencode = None
+        if defense.reencodes_per_epoch:
+            reencode = lambda epoch: defense.transform(splits.train, epoch=epoch)  # noqa: E731
+        model = task.train(disguised, seed=seeds["train"], num_classes=splits.num_classes,
+                           reencode=reencode, progress=verbose)
+        test = defense.transform(splits.test) if defense.encodes_test else splits.test
+        accuracy = task.accuracy(model, test)
+        cell_seconds = time.perf_counter() - start
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # a plugin that raises is recorded, and the run goes on
+        log.warning("cell %s / %s / seed %d failed: %s", cell.task, cell.defense, cell.seed,
+                    _error(err))
+        for job in todo:
+            record(job, FAILED, {}, {"wall_seconds": time.perf_counter() - start},
+                   None if job.attack is None else job.attack.build().goal, _error(err))
+        return
+
+    attacks = [job for job in todo if job.attack is not None]
+    for job in todo:
+        if job.attack is None:
+            record(job, OK, {"accuracy": accuracy}, {"wall_seconds": cell_seconds})
+    if not attacks:
+        return
+    try:
+        scenario = build_scenario(splits, disguised, n_targets=plan.n_targets,
+                                  n_known=plan.n_known, seed=seeds["targets"])
+    except PluginError as err:
+        for job in attacks:
+            record(job, FAILED, {}, {}, job.attack.build().goal, _error(err))
+        return
+    truth = _truth(scenario)
+    # An attack sees only what it declares, so levels that grant it nothing new share one run.
+    done: dict[tuple[Spec, frozenset[str]], tuple[str, dict, str | None, float]] = {}
+    for job in attacks:
+        attack: Attack = job.attack.build()
+        level_caps = LEVELS[job.level]
+        missing = attack.needs - level_caps
+        if missing:
+            record(job, NOT_APPLICABLE, {}, {"missing": sorted(missing)}, attack.goal)
+            continue
+        granted = attack.needs | (attack.optional & level_caps)
+        memo = (job.attack, granted)
+        if memo not in done:
+            t0 = time.perf_counter()
+            try:
+                view = build_view(job.level, granted, attack, task, splits, defense, model, scenario)
+                prediction = attack.run(view, seed=cell.attack_seed(job.attack))
+                metrics, status, error = scoring.score(attack.goal, prediction, truth), OK, None
+            except KeyboardInterrupt:
+                raise
+            except Exception as err:
+                log.warning("attack %s on %s at %s failed: %s", job.attack, cell.defense,
+                            job.level, _error(err))
+                metrics, status, error = {}, FAILED, _error(err)
+            done[memo] = (status, metrics, error, time.perf_counter() - t0)
+        status, metrics, error, seconds = done[memo]
+        record(job, status, metrics,
+               {"wall_seconds": seconds, "granted": sorted(granted)}, attack.goal, error)
+
+
+@dataclasses.dataclass
+class Summary:
+    written: int = 0
+    skipped: int = 0
+    failed: int = 0
+    not_applicable: int = 0
+    seconds: float = 0.0
+
+
+def pending(plan: Plan, store: Store) -> Iterator[tuple[Cell, list[Job], int]]:
+    """Each cell with the jobs still missing from the store, and how many it already has."""
+    stored = store.keys()
+    for cell in cells(plan):
+        all_jobs = jobs(plan, cell)
+        todo = [job for job in all_jobs if job.key not in stored]
+        yield cell, todo, len(all_jobs) - len(todo)
+
+
+def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = False,
+        on_record: Callable[[Record], None] | None = None) -> Summary:
+    """Run every missing record of ``plan``, writing each to ``store`` as it finishes."""
+    summary = Summary()
+    start = time.perf_counter()
+    work = list(pending(plan, store))
+    summary.skipped = sum(already for _, _, already in work)
+    todo_cells = [(cell, todo) for cell, todo, _ in work if todo]
+
+    def emit(rec: Record) -> None:
+        store.add(rec)
+        summary.written += 1
+        summary.failed += rec.status == FAILED
+        summary.not_applicable += rec.status == NOT_APPLICABLE
+        if on_record is not None:
+            on_record(rec)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo_cells), desc="cells", unit="cell", disable=not progress)
+    try:
+        for cell, todo in todo_cells:
+            bar.set_postfix_str(f"{cell.task} / {cell.defense} / seed {cell.seed}")
+            run_cell(plan, cell, todo, emit, verbose=verbose)
+            bar.update(1)
+    finally:
+        bar.close()
+        summary.seconds = time.perf_counter() - start
+    return summary

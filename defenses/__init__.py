@@ -1,0 +1,1 @@
+"""Defenses: image disguising schemes, one per module."""

@@ -1,0 +1,43 @@
+"""Pixelation: each k×k block replaced by its mean, a keyless baseline."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from benchmark.api import Data, Defense, PluginError, check_number
+from benchmark.registry import register
+from defenses._blocks import padded_size
+
+
+@register("pixelate")
+class Pixelate(Defense):
+    """Replace every k×k block by its mean intensity (mosaicing).
+
+    Nothing is secret: the cloud can pixelate any image itself, so template matching and
+    recognition trained on pixelated images defeat it (McPherson, Shokri, Shmatikov, "Defeating
+    Image Obfuscation with Deep Learning", 2016).
+
+    Args:
+        block: side of the averaged blocks, in pixels; must divide the image side.
+        keep_size: repeat each mean over its block to keep the image size (else output H/k × W/k).
+    """
+
+    keyless = True
+
+    def __init__(self, block: int = 4, keep_size: bool = True) -> None:
+        self.block = block
+        self.keep_size = keep_size
+
+    def validate(self) -> None:
+        check_number(self.name, "block", self.block, kind=int, low=1)
+        if not isinstance(self.keep_size, bool):
+            raise PluginError(f"{self.name}: keep_size={self.keep_size!r} must be true or false")
+
+    def _transform(self, data: Data, *, epoch: int) -> Data:
+        h, w = data.x.shape[-2:]
+        padded_size(self.name, h, self.block, "error")
+        padded_size(self.name, w, self.block, "error")
+        means = F.avg_pool2d(data.x, self.block)
+        if self.keep_size:
+            means = means.repeat_interleave(self.block, 2).repeat_interleave(self.block, 3)
+        return Data(means.contiguous(), data.y)

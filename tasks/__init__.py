@@ -1,0 +1,1 @@
+"""Tasks: a dataset, a model architecture and a training recipe, one per module."""

@@ -1,0 +1,152 @@
+"""Image classification tasks: splits, model choice and the training loop they share."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from benchmark.api import Data, PluginError, Splits, Task, check_choice, check_number
+from tasks import _models
+
+log = logging.getLogger("disguisebench")
+
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def split(x: Tensor, y: Tensor, *, n_train: int, n_test: int, n_public: int, num_classes: int,
+          seed: int, name: str) -> Splits:
+    """Disjoint owner-train, owner-test and public splits drawn from one pool by ``seed``."""
+    need = n_train + n_test + n_public
+    if need > len(x):
+        raise PluginError(
+            f"{name}: n_train + n_test + n_public = {need} exceeds the {len(x)} images available"
+        )
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    parts = order[:n_train], order[n_train:n_train + n_test], order[n_train + n_test:need]
+    train, test, public = (Data(x[i].contiguous(), y[i].contiguous()) for i in parts)
+    return Splits(train=train, test=test, public=public, num_classes=num_classes)
+
+
+def train_classifier(model: nn.Module, data: Data, *, seed: int, epochs: int, batch_size: int,
+                     lr: float, optimizer: str, weight_decay: float,
+                     reencode: Callable[[int], Data] | None = None, progress: bool = False,
+                     desc: str = "train") -> nn.Module:
+    """Train ``model`` with cross-entropy on hard or soft labels, deterministically given ``seed``.
+
+    ``reencode(epoch)``, when given, supplies a fresh encoding of the training set for each epoch
+    after the first (defenses such as InstaHide re-encode every epoch).
+    """
+    from tqdm import tqdm
+
+    dev = device()
+    gen = torch.Generator().manual_seed(seed)
+    model.to(dev)
+    if hasattr(model, "standardize"):
+        model.standardize.fit(data.x.to(dev))
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # L2 on the fully connected layers only, as in the Disguised-Nets code.
+        (decay if name.startswith(("fc.", "net.")) and p.dim() > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if optimizer == "rmsprop":
+        opt = torch.optim.RMSprop(groups, lr=lr, alpha=0.9)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(groups, lr=lr)
+    else:
+        opt = torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=not progress)
+    for epoch in bar:
+        if reencode is not None and epoch > 0:
+            data = reencode(epoch)
+        x, y = data.x, data.y
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for start in range(0, len(x), batch_size):
+            idx = order[start:start + batch_size]
+            xb, yb = x[idx].to(dev), y[idx].to(dev)
+            loss = F.cross_entropy(model(xb), yb.float() if yb.dim() == 2 else yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        bar.set_postfix(loss=f"{total / len(x):.3f}")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    model.eval()
+    dev = next(model.parameters()).device
+    out = [F.softmax(model(x[i:i + batch_size].to(dev)), 1).cpu()
+           for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+class ClassificationTask(Task):
+    """Base for tasks that classify images; subclasses implement ``_images``."""
+
+    models: tuple[str, ...] = tuple(_models.MODELS)
+
+    def __init__(self, *, model: str = "paper-cnn", epochs: int = 5, batch_size: int = 128,
+                 lr: float = 1e-3, optimizer: str = "rmsprop", weight_decay: float = 5e-4,
+                 n_train: int = 1000, n_test: int = 500, n_public: int = 500) -> None:
+        self.model = model
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.n_train = n_train
+        self.n_test = n_test
+        self.n_public = n_public
+
+    def validate(self) -> None:
+        check_choice(self.name, "model", self.model, self.models)
+        check_choice(self.name, "optimizer", self.optimizer, OPTIMIZERS)
+        check_number(self.name, "epochs", self.epochs, kind=int, low=1)
+        check_number(self.name, "batch_size", self.batch_size, kind=int, low=1)
+        check_number(self.name, "lr", self.lr, low=0)
+        check_number(self.name, "weight_decay", self.weight_decay, low=0)
+        for param in ("n_train", "n_test", "n_public"):
+            check_number(self.name, param, getattr(self, param), kind=int, low=1)
+
+    def _images(self) -> tuple[Tensor, Tensor, int]:
+        """All images (N, C, H, W) float32 in [0, 1], labels (N,), and the number of classes."""
+        raise NotImplementedError
+
+    def load(self, *, seed: int) -> Splits:
+        self.validate()
+        x, y, k = self._images()
+        return split(x, y, n_train=self.n_train, n_test=self.n_test, n_public=self.n_public,
+                     num_classes=k, seed=seed, name=self.name)
+
+    def build_model(self, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        return _models.build(self.model, image_shape, num_classes)
+
+    def train(self, data: Data, *, seed: int, num_classes: int,
+              reencode: Callable[[int], Data] | None = None, progress: bool = False) -> nn.Module:
+        if data.y is None:
+            raise PluginError(f"{self.name}: training needs labels")
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+            # Weight initialisation and dropout draw from torch's global generator; fork it so
+            # the seed fixes them without touching anyone else's randomness.
+            torch.manual_seed(seed)
+            model = self.build_model(data.image_shape, num_classes)
+            return train_classifier(
+                model, data, seed=seed, epochs=self.epochs, batch_size=self.batch_size,
+                lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay,
+                reencode=reencode, progress=progress, desc=f"train {self.name}",
+            )
+
+    def predict(self, model: nn.Module, x: Tensor) -> Tensor:
+        return predict_proba(model, x)
