@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+
+from benchmark import plan as plan_mod
+from benchmark import registry
+
+TOY_PLAN = {
+    "name": "toy",
+    "seeds": [0],
+    "n_targets": 30,
+    "n_known": 30,
+    "levels": ["level-1", "level-2", "level-3"],
+    "tasks": [{"toy": {"epochs": 3}}],
+    "defenses": ["none", "pixelate", {"block-rmt": {"block": 4}}],
+    "attacks": ["visual-reid", "template-match"],
+}
+
+
+@pytest.fixture
+def toy_plan() -> plan_mod.Plan:
+    return plan_mod.from_dict(dict(TOY_PLAN))
+
+
+@contextlib.contextmanager
+def temporary_plugin(name: str, cls: type) -> Iterator[type]:
+    """Register ``cls`` as ``name`` for the duration of a test."""
+    registry._discover()
+    registry._add(cls, name, f"test {cls.__qualname__}")
+    kind = registry._kind_of(cls)
+    try:
+        yield cls
+    finally:
+        registry._registry[kind].pop(name, None)
+        registry._origin.pop((kind, name), None)

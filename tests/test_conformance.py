@@ -1,0 +1,99 @@
+"""One parametrised conformance test over every registered defense, attack and task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmark import registry, runner
+from benchmark.api import Attack, Data, Defense, Task
+
+DEFENSES = registry.names("defense")
+ATTACKS = registry.names("attack")
+TASKS = registry.names("task")
+
+
+def images(n: int = 6, c: int = 1, side: int = 8, seed: int = 0) -> Data:
+    gen = torch.Generator().manual_seed(seed)
+    return Data(torch.rand(n, c, side, side, generator=gen), torch.arange(n) % 2)
+
+
+def secret_attributes(obj) -> list[str]:
+    return [k for k in vars(obj) if k.endswith("_")]
+
+
+@pytest.mark.parametrize("kind,name", [("defense", n) for n in DEFENSES]
+                         + [("attack", n) for n in ATTACKS] + [("task", n) for n in TASKS])
+def test_plugin_defaults_and_params(kind, name):
+    plugin = registry.create(kind, name)
+    assert isinstance(plugin, {"defense": Defense, "attack": Attack, "task": Task}[kind])
+    params = plugin.get_params()
+    assert json.loads(json.dumps(params)) == params
+    again = registry.create(kind, name, json.loads(json.dumps(params)))
+    assert again.get_params() == params
+    assert plugin.summary(), f"{name} needs a one-line docstring summary"
+    if kind == "attack":
+        assert plugin.goal in ("reidentify", "reconstruct", "label", "membership")
+        assert plugin.needs
+
+
+@pytest.mark.parametrize("name", DEFENSES)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_defense_conformance(name, channels):
+    data = images(c=channels)
+    a = registry.create("defense", name).fit(data, seed=1)
+    out = a.transform(data)
+    assert out.x.shape[0] == len(data) and out.x.dim() == 4
+    assert torch.isfinite(out.x).all()
+    # deterministic for a key
+    b = registry.create("defense", name).fit(data, seed=1)
+    assert torch.equal(b.transform(data).x, out.x)
+    assert torch.equal(a.transform(data).x, out.x)
+    # a clone is keyless
+    assert secret_attributes(a.clone()) == []
+    assert a.clone().get_params() == a.get_params()
+    # a different key gives a different output, unless there is no key at all
+    c = registry.create("defense", name).fit(data, seed=2)
+    if not a.keyless:
+        assert not torch.equal(c.transform(data).x, out.x)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_task_conformance(name):
+    task = registry.create("task", name)
+    if name != "toy":
+        pytest.skip("only the synthetic task is trained in the conformance suite")
+    splits = task.load(seed=0)
+    assert len(splits.train) == task.n_train and len(splits.public) == task.n_public
+    model = task.train(splits.train, seed=0, num_classes=splits.num_classes)
+    probs = task.predict(model, splits.test.x)
+    assert probs.shape == (len(splits.test), splits.num_classes)
+    model2 = task.train(splits.train, seed=0, num_classes=splits.num_classes)
+    assert torch.equal(task.predict(model2, splits.test.x), probs)
+
+
+@pytest.mark.parametrize("name", ATTACKS)
+def test_attack_conformance(name, toy_plan):
+    """Every attack runs on the toy task at level 3, deterministically, with the right shape."""
+    from benchmark.api import LEVELS
+
+    task = registry.create("task", "toy", {"epochs": 2})
+    splits = task.load(seed=0)
+    defense = registry.create("defense", "pixelate").fit(splits.train, seed=1)
+    disguised = defense.transform(splits.train)
+    model = task.train(disguised, seed=0, num_classes=splits.num_classes)
+    sc = runner.build_scenario(splits, disguised, n_targets=20, n_known=20, seed=3)
+    attack = registry.create("attack", name)
+    granted = attack.needs | (attack.optional & LEVELS["level-3"])
+
+    def predict():
+        view = runner.build_view("level-3", granted, attack, task, splits, defense, model, sc)
+        return attack.run(view, seed=5)
+
+    first, second = predict(), predict()
+    assert torch.equal(first, second)
+    expected = {"reidentify": (20,), "label": (20,), "membership": (len(sc.candidates),),
+                "reconstruct": (20, *splits.train.image_shape)}[attack.goal]
+    assert tuple(first.shape) == expected

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from benchmark import registry
+from benchmark.api import Defense, PluginError
+from benchmark.registry import RegistryError
+from tests.conftest import temporary_plugin
+
+
+def test_in_tree_plugins_are_found_without_any_setup():
+    assert {"none", "pixelate", "block-rmt"} <= set(registry.names("defense"))
+    assert {"visual-reid", "template-match"} <= set(registry.names("attack"))
+    assert {"mnist", "toy"} <= set(registry.names("task"))
+
+
+def test_unknown_name_suggests_the_closest_and_lists_known():
+    with pytest.raises(RegistryError, match=r"unknown defense 'pixelat'; did you mean 'pixelate'\? "
+                                            r"Known defenses: .*block-rmt.*none.*pixelate"):
+        registry.get("defense", "pixelat")
+
+
+def test_unknown_parameter_suggests_the_closest():
+    with pytest.raises(RegistryError, match=r"defense 'pixelate' has no parameter 'blok'; "
+                                            r"did you mean 'block'\?"):
+        registry.create("defense", "pixelate", {"blok": 4})
+
+
+def test_bad_parameter_value_names_it():
+    with pytest.raises(PluginError, match=r"block-rmt: matrix='haar' is not one of"):
+        registry.create("defense", "block-rmt", {"matrix": "haar"})
+
+
+def test_name_collision_names_both_sides():
+    class Other(Defense):
+        def __init__(self) -> None:
+            pass
+
+    with pytest.raises(RegistryError, match=r"registered twice: by defenses\.pixelate\.Pixelate "
+                                            r"and by .*Other"):
+        registry.register("pixelate")(Other)
+
+
+def test_entry_point_plugins_are_registered(monkeypatch):
+    class External(Defense):
+        """An installed defense."""
+
+        def __init__(self, strength: int = 1) -> None:
+            self.strength = strength
+
+    import sys
+    import types
+
+    module = types.ModuleType("ext_defense_pkg")
+    module.External = External
+    monkeypatch.setitem(sys.modules, "ext_defense_pkg", module)
+    ep = EntryPoint(name="external-thing", value="ext_defense_pkg:External",
+                    group="disguisebench.defenses")
+
+    def fake_entry_points(group: str):
+        return [ep] if group == "disguisebench.defenses" else []
+
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points)
+    monkeypatch.setattr(registry, "_discovered", False)
+    try:
+        assert registry.get("defense", "external-thing") is External
+        assert "entry point ext_defense_pkg:External" in registry.origin("defense", "external-thing")
+    finally:
+        registry._registry["defense"].pop("external-thing", None)
+
+
+def test_in_tree_import_error_propagates(monkeypatch, tmp_path):
+    import defenses
+
+    bad = tmp_path / "broken_defense.py"
+    bad.write_text("raise ImportError('missing dependency xyz')\n")
+    monkeypatch.setattr(defenses, "__path__", [*defenses.__path__, str(tmp_path)])
+    monkeypatch.setattr(registry, "_discovered", False)
+    with pytest.raises(ImportError, match="missing dependency xyz"):
+        registry.names("defense")
+    monkeypatch.setattr(registry, "_discovered", True)
+
+
+def test_kebab_case_enforced():
+    class Bad(Defense):
+        def __init__(self) -> None:
+            pass
+
+    with pytest.raises(RegistryError, match="must be kebab-case"):
+        with temporary_plugin("Bad_Name", Bad):
+            pass

@@ -1,0 +1,135 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark import plan as plan_mod
+from benchmark import runner
+from benchmark.api import LABEL, MODEL, ORACLE, TARGETS, Attack, Data, Defense
+from benchmark.store import FAILED, NOT_APPLICABLE, OK, Store
+from tests.conftest import TOY_PLAN, temporary_plugin
+
+
+def metrics_by_key(store: Store) -> dict[str, tuple]:
+    return {r.key: (r.status, r.metrics) for r in store.records()}
+
+
+def test_second_run_writes_nothing_new(tmp_path, toy_plan):
+    with Store(tmp_path / "r.db") as store:
+        first = runner.run(toy_plan, store)
+        assert first.written == 3 * (1 + 2 * 3) and first.failed == 0
+        again = runner.run(toy_plan, store)
+        assert again.written == 0 and again.skipped == first.written
+        assert len(store) == first.written
+
+
+def test_interrupted_run_resumes_to_the_same_records(tmp_path, toy_plan):
+    with Store(tmp_path / "whole.db") as whole:
+        runner.run(toy_plan, whole)
+        expected = metrics_by_key(whole)
+
+    seen = []
+
+    def stop_after_eight(record):
+        seen.append(record)
+        if len(seen) == 8:
+            raise KeyboardInterrupt
+
+    with Store(tmp_path / "cut.db") as cut:
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(toy_plan, cut, on_record=stop_after_eight)
+        assert len(cut) == 8
+        resumed = runner.run(toy_plan, cut)
+        assert resumed.skipped == 8
+        assert metrics_by_key(cut) == expected
+
+
+def test_seed_canary_template_matching_against_block_rmt(tmp_path, toy_plan):
+    with Store(tmp_path / "r.db") as store:
+        runner.run(toy_plan, store)
+        tm = {(r.defense["name"], r.level): r.metrics for r in store.records()
+              if r.attack and r.attack["name"] == "template-match"}
+    # Without the owner's key, re-disguising the gallery under the attacker's key is useless ...
+    assert tm[("block-rmt", "level-1")]["advantage"] < 0.2
+    # ... and with the level-3 oracle it re-identifies every target.
+    assert tm[("block-rmt", "level-3")]["success"] >= 0.95
+    # A keyless defense falls at level 1.
+    assert tm[("pixelate", "level-1")]["success"] >= 0.95
+
+
+def test_attack_seeds_never_equal_the_key_seed(toy_plan):
+    for cell in runner.cells(toy_plan):
+        key = cell.seeds()["key"]
+        for attack in toy_plan.attacks:
+            assert cell.attack_seed(attack) != key
+    a, b = runner.cells(toy_plan)[1:3]
+    assert a.seeds()["data"] == b.seeds()["data"]  # defenses compared on the same splits
+    assert a.seeds()["key"] != b.seeds()["key"]
+
+
+class Exploding(Defense):
+    """A defense that raises in fit."""
+
+    def __init__(self) -> None:
+        pass
+
+    def _fit(self, data, rng, public):
+        raise RuntimeError("boom in fit")
+
+
+class NeedsOracle(Attack):
+    """Reports the targets' labels it was granted; needs the oracle."""
+
+    goal = LABEL
+    needs = frozenset({TARGETS, ORACLE})
+
+    def __init__(self) -> None:
+        pass
+
+    def run(self, view, *, seed):
+        assert view.model is None and view.public is None  # only what it declared
+        return torch.zeros(len(view.targets), dtype=torch.long)
+
+
+def test_failing_plugin_is_recorded_and_the_run_goes_on(tmp_path):
+    raw = {**TOY_PLAN, "defenses": ["exploding-defense", "pixelate"], "levels": ["level-1"]}
+    with temporary_plugin("exploding-defense", Exploding):
+        plan = plan_mod.from_dict(raw)
+        with Store(tmp_path / "r.db") as store:
+            summary = runner.run(plan, store)
+            recs = list(store.records())
+    failed = [r for r in recs if r.status == FAILED]
+    assert {r.defense["name"] for r in failed} == {"exploding-defense"}
+    assert all(r.error == "RuntimeError: boom in fit" for r in failed)
+    assert summary.failed == len(failed) == 3
+    assert any(r.defense["name"] == "pixelate" and r.status == OK for r in recs)
+
+
+def test_attack_needing_more_than_the_level_is_not_applicable(tmp_path):
+    raw = {**TOY_PLAN, "defenses": ["none"], "attacks": ["needs-oracle"]}
+    with temporary_plugin("needs-oracle", NeedsOracle):
+        plan = plan_mod.from_dict(raw)
+        with Store(tmp_path / "r.db") as store:
+            runner.run(plan, store)
+            status = {r.level: r.status for r in store.records() if r.attack}
+    assert status == {"level-1": NOT_APPLICABLE, "level-2": NOT_APPLICABLE, "level-3": OK}
+
+
+def test_scenario_targets_gallery_and_known_pairs_are_consistent():
+    from benchmark.api import Splits
+
+    gen = torch.Generator().manual_seed(0)
+    train = Data(torch.rand(200, 1, 4, 4, generator=gen), torch.arange(200) % 3)
+    test = Data(torch.rand(50, 1, 4, 4, generator=gen), torch.arange(50) % 3)
+    splits = Splits(train, test, test, 3)
+    disguised = Data(train.x * 2, train.y)
+    sc = runner.build_scenario(splits, disguised, n_targets=20, n_known=30, seed=1)
+    assert sc.gallery.shape == (40, 1, 4, 4)
+    # every target's original sits at its gallery index
+    assert torch.equal(sc.gallery[sc.gallery_index[:, 0]] * 2, sc.targets.x)
+    plain, known = sc.known_pairs
+    assert torch.equal(plain.x[known.source[:, 0]] * 2, known.x)
+    # known pairs and gallery images never overlap
+    g = {tuple(v.tolist()) for v in sc.gallery.flatten(1)}
+    assert not any(tuple(v.tolist()) in g for v in plain.x.flatten(1))
+    assert sc.member.sum() == 20 and len(sc.candidates) == 40
