@@ -31,7 +31,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmark import leaderboard, plan as plan_mod, runner
+    from benchmark import executors, leaderboard, plan as plan_mod, runner
     from benchmark.store import Store
 
     torch.set_num_threads(os.cpu_count() or 1)
@@ -47,7 +47,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             removed = store.delete_failed()
             print(f"removed {removed} failed record(s) to retry", file=sys.stderr)
         try:
-            summary = runner.run(plan, store, progress=True, verbose=args.verbose)
+            summary = runner.run(plan, store, progress=True, verbose=args.verbose,
+                                 executor=executors.make(args.workers, args.backend, args.address),
+                                 cache=not args.no_cache)
         except KeyboardInterrupt:
             print(f"\ninterrupted; finished records are saved in {args.db}; run again to resume",
                   file=sys.stderr)
@@ -92,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attacks", help="comma-separated attack names, replacing the plan's")
     p.add_argument("--levels", help="comma-separated threat levels, replacing the plan's")
     p.add_argument("--seeds", help="comma-separated seeds, replacing the plan's")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="run cells locally or on a Ray cluster")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    p.add_argument("--no-cache", action="store_true", help="retrain models even when cached")
     p.add_argument("--retry-failed", action="store_true", help="re-run records that failed")
     p.add_argument("--verbose", action="store_true", help="per-cell detail and training bars")
     p.set_defaults(func=_cmd_run)

@@ -27,6 +27,7 @@ from benchmark.api import (
     DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC, TARGETS,
     Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
 )
+from benchmark.cache import ModelCache
 from benchmark.plan import Plan, Spec, spec_hash
 from benchmark.store import FAILED, NOT_APPLICABLE, OK, Record, Store
 
@@ -53,6 +54,10 @@ class Cell:
             "key": derive_seed(self.seed, "key", t, d),
             "train": derive_seed(self.seed, "train", t),
         }
+
+    def model_key(self) -> str:
+        return spec_hash({"task": self.task.canonical(), "defense": self.defense.canonical(),
+                          "seed": self.seed})
 
     def attack_seed(self, attack: Spec) -> int:
         return derive_seed(self.seed, "attack", spec_hash(self.task.canonical()),
@@ -249,8 +254,26 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def train_or_load(task: Task, cell: Cell, disguised: Data, splits: Splits, seed: int,
+                  reencode: Callable[[int], Data] | None, cache: ModelCache | None,
+                  verbose: bool) -> tuple[torch.nn.Module, bool]:
+    """The cell's model from the cache, else trained (and cached); True when it was cached."""
+    key = cell.model_key()
+    if cache is not None:
+        model = cache.load(key, lambda: task.build_model(disguised.image_shape, splits.num_classes))
+        if model is not None:
+            from tasks._base import device
+
+            return model.to(device()), True
+    model = task.train(disguised, seed=seed, num_classes=splits.num_classes,
+                       reencode=reencode, progress=verbose)
+    if cache is not None:
+        cache.save(key, model)
+    return model, False
+
+
 def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], None], *,
-             verbose: bool = False) -> None:
+             verbose: bool = False, cache_dir: str | None = None) -> None:
     """Produce the records in ``todo`` for one cell, emitting each as soon as it is finished."""
     seeds = cell.seeds()
     base = {"task": cell.task.canonical(), "defense": cell.defense.canonical(), "seed": cell.seed}
@@ -272,8 +295,9 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
         reencode = None
         if defense.reencodes_per_epoch:
             reencode = lambda epoch: defense.transform(splits.train, epoch=epoch)  # noqa: E731
-        model = task.train(disguised, seed=seeds["train"], num_classes=splits.num_classes,
-                           reencode=reencode, progress=verbose)
+        cache = ModelCache(cache_dir) if cache_dir is not None else None
+        model, cached = train_or_load(task, cell, disguised, splits, seeds["train"], reencode,
+                                      cache, verbose)
         test = defense.transform(splits.test) if defense.encodes_test else splits.test
         accuracy = task.accuracy(model, test)
         cell_seconds = time.perf_counter() - start
@@ -290,7 +314,8 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
     attacks = [job for job in todo if job.attack is not None]
     for job in todo:
         if job.attack is None:
-            record(job, OK, {"accuracy": accuracy}, {"wall_seconds": cell_seconds})
+            record(job, OK, {"accuracy": accuracy},
+                   {"wall_seconds": cell_seconds, "model_cached": cached})
     if not attacks:
         return
     try:
@@ -349,8 +374,17 @@ def pending(plan: Plan, store: Store) -> Iterator[tuple[Cell, list[Job], int]]:
 
 
 def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = False,
-        on_record: Callable[[Record], None] | None = None) -> Summary:
-    """Run every missing record of ``plan``, writing each to ``store`` as it finishes."""
+        on_record: Callable[[Record], None] | None = None, executor: Any = None,
+        cache: bool = True) -> Summary:
+    """Run every missing record of ``plan``, writing each to ``store`` as it finishes.
+
+    ``executor`` (see benchmark.executors) decides where cells run; the default runs them in this
+    process. Whatever runs them, only this driver writes the store.
+    """
+    from tqdm import tqdm
+
+    from benchmark.executors import InProcess
+
     summary = Summary()
     start = time.perf_counter()
     work = list(pending(plan, store))
@@ -362,17 +396,23 @@ def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = Fal
         summary.written += 1
         summary.failed += rec.status == FAILED
         summary.not_applicable += rec.status == NOT_APPLICABLE
+        if verbose:
+            log.info("%s %s %s %s: %s %s", rec.task_name, rec.defense["name"],
+                     rec.attack_name or "utility", rec.level or "", rec.status,
+                     {k: round(v, 4) for k, v in rec.metrics.items() if isinstance(v, float)})
         if on_record is not None:
             on_record(rec)
 
-    from tqdm import tqdm
-
     bar = tqdm(total=len(todo_cells), desc="cells", unit="cell", disable=not progress)
+
+    def cell_done(cell: Cell) -> None:
+        bar.set_postfix_str(f"{cell.task} / {cell.defense} / seed {cell.seed}")
+        bar.update(1)
+
+    options = {"verbose": verbose,
+               "cache_dir": str(store.path.parent / "models") if cache else None}
     try:
-        for cell, todo in todo_cells:
-            bar.set_postfix_str(f"{cell.task} / {cell.defense} / seed {cell.seed}")
-            run_cell(plan, cell, todo, emit, verbose=verbose)
-            bar.update(1)
+        (executor or InProcess()).run(plan, todo_cells, emit, cell_done, options)
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start
