@@ -10,7 +10,7 @@ import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,10 @@ OK = "ok"
 FAILED = "failed"
 NOT_APPLICABLE = "not-applicable"
 STATUSES = (OK, FAILED, NOT_APPLICABLE)
+
+
+# MIGRATIONS[v] upgrades a database of schema version v to v + 1, in one transaction.
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
 
 
 class StoreError(PluginError):
@@ -84,6 +88,8 @@ class Store:
                     f"results database {str(self.path)!r} has schema version {row[0]}, newer than "
                     f"this DisguiseBench understands ({SCHEMA_VERSION}); upgrade disguisebench"
                 )
+            elif row[0] < SCHEMA_VERSION:
+                self._migrate(row[0])
             self._db.execute(
                 """CREATE TABLE IF NOT EXISTS records (
                     key TEXT PRIMARY KEY, task TEXT NOT NULL, defense TEXT NOT NULL,
@@ -91,6 +97,18 @@ class Store:
                     goal TEXT, metrics TEXT NOT NULL, meta TEXT NOT NULL, error TEXT,
                     created REAL NOT NULL)"""
             )
+
+    def _migrate(self, version: int) -> None:
+        """Apply MIGRATIONS from ``version`` up to SCHEMA_VERSION (inside the caller's transaction)."""
+        for v in range(version, SCHEMA_VERSION):
+            if v not in MIGRATIONS:
+                raise StoreError(f"no migration from schema version {v} of {str(self.path)!r}")
+            MIGRATIONS[v](self._db)
+        self._db.execute("UPDATE schema SET version = ?", (SCHEMA_VERSION,))
+
+    @property
+    def schema_version(self) -> int:
+        return self._db.execute("SELECT version FROM schema").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()
