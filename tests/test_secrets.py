@@ -1,0 +1,64 @@
+"""No key material reaches the results database, the model cache or the logs of a run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from benchmark import plan as plan_mod
+from benchmark import runner
+from benchmark.store import Store
+from tests.conftest import TOY_PLAN
+
+
+def key_material(defense) -> tuple[list[str], list[bytes]]:
+    """Text and byte patterns of every secret attribute (those ending in `_`)."""
+    texts, blobs = [], []
+    for name, value in vars(defense).items():
+        if not name.endswith("_") or name == "fitted_":
+            continue
+        if isinstance(value, torch.Tensor):
+            flat = value.flatten()
+            if value.is_floating_point():
+                # Leading digits as JSON or a log would print them, at either precision.
+                texts += [repr(float(v))[:8] for v in flat[:64] if abs(float(v)) > 1e-3]
+                texts += [repr(float(v))[:8] for v in flat[:64].float() if abs(float(v)) > 1e-3]
+                for dtype in (torch.float64, torch.float32):
+                    raw = flat.to(dtype).numpy().tobytes()
+                    blobs.append(raw[: 8 * 4])
+            else:
+                texts += [json.dumps(value.tolist()), str(value.tolist())]
+                blobs.append(value.numpy().tobytes()[:64])
+        elif isinstance(value, int) and not isinstance(value, bool):
+            texts.append(str(value))
+        elif isinstance(value, (bytes, bytearray)):
+            texts.append(bytes(value).hex())
+            blobs.append(bytes(value))
+    return texts, blobs
+
+
+def test_run_leaks_no_key_material(tmp_path, caplog):
+    raw = {**TOY_PLAN, "defenses": [{"block-rmt": {"block": 4, "sigma": 10}}]}
+    plan = plan_mod.from_dict(raw)
+    with caplog.at_level(logging.DEBUG):
+        with Store(tmp_path / "r.db") as store:
+            runner.run(plan, store, verbose=True)
+    cell = next(c for c in runner.cells(plan) if c.defense.name == "block-rmt")
+    splits = cell.task.build().load(seed=cell.seeds()["data"])
+    defense = cell.defense.build().fit(splits.train, seed=cell.seeds()["key"])
+    texts, blobs = key_material(defense)
+    assert len(texts) > 10 and blobs
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".safetensors" for p in files)
+    for path in files:
+        data = path.read_bytes()
+        text = data.decode("latin-1")
+        for pattern in texts:
+            assert pattern not in text, f"{pattern!r} found in {path.name}"
+        for blob in blobs:
+            assert blob not in data, f"key bytes found in {path.name}"
+    for pattern in texts:
+        assert pattern not in caplog.text
