@@ -223,6 +223,10 @@ class Defense(Plugin):
         check_images(data, what=f"{self.name}.transform")
         return self._transform(data, epoch=epoch)
 
+    def output_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The (C, H, W) of disguised images; defenses that change it override this."""
+        return tuple(image_shape)  # type: ignore[return-value]
+
     def is_fitted(self) -> bool:
         return bool(getattr(self, "fitted_", False))
 

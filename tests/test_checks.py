@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmark import checks, registry
+from benchmark.api import Data, Defense
+from tests.conftest import temporary_plugin
+
+
+@pytest.mark.parametrize("name", registry.names("defense"))
+def test_every_registered_defense_passes_the_checks(name):
+    failed = [r for r in checks.run_checks(name) if not r.passed]
+    assert failed == []
+
+
+class LoopPerImage(Defense):
+    """Adds a keyed offset, one image at a time."""
+
+    def __init__(self) -> None:
+        pass
+
+    def _fit(self, data, rng, public):
+        self.offset_ = torch.rand(1, generator=rng)
+
+    def _transform(self, data, *, epoch):
+        return Data(torch.stack([img + self.offset_ for img in data.x]), data.y)
+
+
+class GlobalRandom(Defense):
+    """Draws noise from torch's global generator."""
+
+    def __init__(self) -> None:
+        pass
+
+    def _transform(self, data, *, epoch):
+        return Data(data.x + torch.rand(data.x.shape), data.y)
+
+
+class RefitsOnTransform(Defense):
+    """Re-draws its key from whatever it disguises."""
+
+    def __init__(self) -> None:
+        pass
+
+    def _fit(self, data, rng, public):
+        self.mean_ = data.x.mean()
+
+    def _transform(self, data, *, epoch):
+        self.mean_ = data.x.mean()
+        return Data(data.x - self.mean_, data.y)
+
+
+class ShrinksUndeclared(Defense):
+    """Halves the image without declaring it."""
+
+    keyless = True
+
+    def __init__(self) -> None:
+        pass
+
+    def _transform(self, data, *, epoch):
+        return Data(data.x[..., ::2, ::2].contiguous(), data.y)
+
+
+@pytest.mark.parametrize("name,cls,check,reason", [
+    ("loop-per-image", LoopPerImage, "vectorised", "torch calls for 4 images but"),
+    ("global-random", GlobalRandom, "deterministic", "two transforms under one key differ"),
+    ("refits-on-transform", RefitsOnTransform, "fit-only-on-training", "transform changed the key"),
+    ("shrinks-undeclared", ShrinksUndeclared, "shape", "differs from the declared (1, 16, 16)"),
+])
+def test_checks_catch_a_bad_defense(name, cls, check, reason):
+    with temporary_plugin(name, cls):
+        results = {r.check: r for r in checks.run_checks(name)}
+    assert not results[check].passed and reason in results[check].reason
