@@ -74,6 +74,21 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from benchmark import checks
+
+    results = checks.run_checks(args.name)
+    print(tabulate([[r.check, "pass" if r.passed else "FAIL", r.reason] for r in results],
+                   headers=["check", "result", "reason"]))
+    ratio = checks.transform_time_ratio(args.name)
+    print(f"\ntransform time over a tensor copy (2,048 3x32x32 images, not judged): {ratio:.1f}x")
+    failed = sum(not r.passed for r in results)
+    print(f"{len(results) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark.store import DEFAULT_DB
 
@@ -102,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="re-run records that failed")
     p.add_argument("--verbose", action="store_true", help="per-cell detail and training bars")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check", help="run the conformance checks on a defense")
+    p.add_argument("name", help="registered defense name (in-tree or installed)")
+    p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("show", help="print the boards of a results database")
     p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
