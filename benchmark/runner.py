@@ -142,6 +142,19 @@ def _unique_sources(sources: torch.Tensor) -> torch.Tensor:
     return torch.unique(sources[sources >= 0])
 
 
+def scenario_sizes(n_train: int, n_targets: int, n_known: int) -> tuple[int, int]:
+    """``n_targets`` and ``n_known`` reduced, when needed, to fit ``n_train`` training images.
+
+    Targets, as many gallery distractors and the known pairs must be distinct training images.
+    When the plan's numbers do not fit (a small task), targets shrink to leave room for the known
+    pairs, but not below a quarter of the training set, and the known pairs take what is left.
+    """
+    if 2 * n_targets + n_known <= n_train:
+        return n_targets, n_known
+    targets = max(1, min(n_targets, max(n_train // 4, (n_train - n_known) // 2)))
+    return targets, max(0, min(n_known, n_train - 2 * targets))
+
+
 def build_scenario(splits: Splits, disguised: Data, *, n_targets: int, n_known: int,
                    seed: int) -> Scenario:
     """Draw targets, the gallery, known pairs and membership candidates (DESIGN §3)."""
@@ -296,8 +309,10 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
         if defense.reencodes_per_epoch:
             reencode = lambda epoch: defense.transform(splits.train, epoch=epoch)  # noqa: E731
         cache = ModelCache(cache_dir) if cache_dir is not None else None
+        train_start = time.perf_counter()
         model, cached = train_or_load(task, cell, disguised, splits, seeds["train"], reencode,
                                       cache, verbose)
+        train_seconds = time.perf_counter() - train_start
         test = defense.transform(splits.test) if defense.encodes_test else splits.test
         accuracy = task.accuracy(model, test)
         cell_seconds = time.perf_counter() - start
@@ -315,15 +330,22 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
     for job in todo:
         if job.attack is None:
             record(job, OK, {"accuracy": accuracy},
-                   {"wall_seconds": cell_seconds, "model_cached": cached})
+                   {"wall_seconds": cell_seconds, "train_seconds": train_seconds,
+                    "model_cached": cached})
     if not attacks:
         return
+    n_targets, n_known = scenario_sizes(len(splits.train), plan.n_targets, plan.n_known)
+    if (n_targets, n_known) != (plan.n_targets, plan.n_known):
+        log.warning("%s has %d training images, too few for n_targets=%d and n_known=%d; "
+                    "using n_targets=%d and n_known=%d", cell.task, len(splits.train),
+                    plan.n_targets, plan.n_known, n_targets, n_known)
+    sizes = {"n_targets": n_targets, "n_known": n_known}
     try:
-        scenario = build_scenario(splits, disguised, n_targets=plan.n_targets,
-                                  n_known=plan.n_known, seed=seeds["targets"])
+        scenario = build_scenario(splits, disguised, n_targets=n_targets, n_known=n_known,
+                                  seed=seeds["targets"])
     except PluginError as err:
         for job in attacks:
-            record(job, FAILED, {}, {}, job.attack.build().goal, _error(err))
+            record(job, FAILED, {}, sizes, job.attack.build().goal, _error(err))
         return
     truth = _truth(scenario)
     # An attack sees only what it declares, so levels that grant it nothing new share one run.
@@ -333,7 +355,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
         level_caps = LEVELS[job.level]
         missing = attack.needs - level_caps
         if missing:
-            record(job, NOT_APPLICABLE, {}, {"missing": sorted(missing)}, attack.goal)
+            record(job, NOT_APPLICABLE, {}, {"missing": sorted(missing), **sizes}, attack.goal)
             continue
         granted = attack.needs | (attack.optional & level_caps)
         memo = (job.attack, granted)
@@ -352,7 +374,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
             done[memo] = (status, metrics, error, time.perf_counter() - t0)
         status, metrics, error, seconds = done[memo]
         record(job, status, metrics,
-               {"wall_seconds": seconds, "granted": sorted(granted)}, attack.goal, error)
+               {"wall_seconds": seconds, "granted": sorted(granted), **sizes}, attack.goal, error)
 
 
 @dataclasses.dataclass

@@ -21,18 +21,59 @@ def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def to_unit(x: Tensor) -> Tensor:
+    """Pixels as float32 in [0, 1]: uint8 images are divided by 255, float images kept."""
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    return x.float()
+
+
+def resize(x: Tensor, size: int) -> Tensor:
+    """Square images (N, C, H, W) in [0, 1] resized to size×size, bilinearly (antialiased)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    out = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return out.clamp_(0.0, 1.0)
+
+
+def _draw(n: int, sizes: tuple[int, ...], seed: int, name: str, what: str,
+          params: tuple[str, ...]) -> list[Tensor]:
+    need = sum(sizes)
+    if need > n:
+        raise PluginError(
+            f"{name}: {' + '.join(params)} = {need} exceeds the {n} images available{what}"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    bounds = torch.tensor((0, *sizes)).cumsum(0).tolist()
+    return [order[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def split(x: Tensor, y: Tensor, *, n_train: int, n_test: int, n_public: int, num_classes: int,
           seed: int, name: str) -> Splits:
-    """Disjoint owner-train, owner-test and public splits drawn from one pool by ``seed``."""
-    need = n_train + n_test + n_public
-    if need > len(x):
-        raise PluginError(
-            f"{name}: n_train + n_test + n_public = {need} exceeds the {len(x)} images available"
-        )
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    parts = order[:n_train], order[n_train:n_train + n_test], order[n_train + n_test:need]
-    train, test, public = (Data(x[i].contiguous(), y[i].contiguous()) for i in parts)
+    """Disjoint owner-train, owner-test and public splits drawn from one pool by ``seed``.
+
+    ``x`` may be uint8 (converted after selection, so a large pool is never held as floats).
+    """
+    parts = _draw(len(x), (n_train, n_test, n_public), seed, name, "",
+                  ("n_train", "n_test", "n_public"))
+    train, test, public = (Data(to_unit(x[i]).contiguous(), y[i].contiguous()) for i in parts)
     return Splits(train=train, test=test, public=public, num_classes=num_classes)
+
+
+def split_official(train: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor], *, n_train: int,
+                   n_test: int, n_public: int, num_classes: int, seed: int, name: str) -> Splits:
+    """Splits of a dataset published with its own train and test sets.
+
+    Owner-train and public images are disjoint draws from the published training set, owner-test
+    images a draw from the published test set; ``seed`` fixes both draws.
+    """
+    (xa, ya), (xb, yb) = train, test
+    own, pub = _draw(len(xa), (n_train, n_public), seed, name, " in its training set",
+                     ("n_train", "n_public"))
+    (tst,) = _draw(len(xb), (n_test,), seed, name, " in its test set", ("n_test",))
+    owner, public, held = (Data(to_unit(x[i]).contiguous(), y[i].contiguous())
+                           for x, y, i in ((xa, ya, own), (xa, ya, pub), (xb, yb, tst)))
+    return Splits(train=owner, test=held, public=public, num_classes=num_classes)
 
 
 def train_classifier(model: nn.Module, data: Data, *, seed: int, epochs: int, batch_size: int,

@@ -69,7 +69,31 @@ class MLP(nn.Module):
         return self.net(self.standardize(x))
 
 
-MODELS = {"paper-cnn": PaperCNN, "mlp": MLP}
+class ResNet(nn.Module):
+    """ResNet-18 adapted to 32×32 inputs, trained from scratch (no pretrained weights).
+
+    He, Zhang, Ren, Sun, "Deep Residual Learning for Image Recognition", 2016, with the usual
+    CIFAR stem: a 3×3 stride-1 first convolution and no max-pooling, so a 32×32 image keeps a 4×4
+    map before the global average pool (ImageNet's 7×7 stride-2 stem and pool would leave 1×1).
+    Any size works thanks to the adaptive pool.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        c = image_shape[0]
+        self.standardize = Standardize(c)
+        # Named `net` so the training loop's L2 applies to every weight matrix, as usual for ResNets.
+        self.net = resnet18(weights=None, num_classes=num_classes)
+        self.net.conv1 = nn.Conv2d(c, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.net.maxpool = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(self.standardize(x))
+
+
+MODELS = {"paper-cnn": PaperCNN, "mlp": MLP, "resnet": ResNet}
 
 
 def build(name: str, image_shape: tuple[int, int, int], num_classes: int) -> nn.Module:

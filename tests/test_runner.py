@@ -133,3 +133,29 @@ def test_scenario_targets_gallery_and_known_pairs_are_consistent():
     g = {tuple(v.tolist()) for v in sc.gallery.flatten(1)}
     assert not any(tuple(v.tolist()) in g for v in plain.x.flatten(1))
     assert sc.member.sum() == 20 and len(sc.candidates) == 40
+
+
+def test_scenario_sizes_shrink_only_when_the_training_set_is_too_small():
+    assert runner.scenario_sizes(3000, 100, 100) == (100, 100)
+    assert runner.scenario_sizes(300, 100, 100) == (100, 100)  # exactly fits
+    assert runner.scenario_sizes(100, 100, 100) == (25, 50)  # the faces task
+    assert runner.scenario_sizes(150, 100, 0) == (75, 0)
+    assert runner.scenario_sizes(100, 10, 200) == (10, 80)
+
+
+def test_small_task_runs_with_fewer_targets_and_says_so(tmp_path, caplog):
+    raw = {**TOY_PLAN, "n_targets": 100, "n_known": 100, "defenses": ["pixelate"],
+           "attacks": ["template-match"], "levels": ["level-1", "level-2"],
+           "tasks": [{"toy": {"epochs": 1, "n_train": 60, "n_test": 30, "n_public": 30}}]}
+    plan = plan_mod.from_dict(raw)
+    with caplog.at_level("WARNING", logger="disguisebench"), Store(tmp_path / "r.db") as store:
+        summary = runner.run(plan, store)
+        recs = [r for r in store.records() if r.attack]
+    assert summary.failed == 0 and len(recs) == 4
+    assert all(r.status == OK for r in recs)
+    assert {(r.meta["n_targets"], r.meta["n_known"]) for r in recs} == {(15, 30)}
+    warned = [m for m in caplog.messages if "too few for n_targets=100 and n_known=100" in m]
+    assert len(warned) == 2 and "using n_targets=15 and n_known=30" in warned[0]
+    # the record keys still name the plan's values: a re-run finds them
+    with Store(tmp_path / "r.db") as store:
+        assert runner.run(plan, store).written == 0

@@ -46,3 +46,21 @@ def test_scanner_would_catch_an_unsafe_call(tmp_path):
     sample = "import pickle\nobj = pickle.load(open('x', 'rb'))\ncfg = yaml.load(text)\n"
     hits = [what for pattern, what in UNSAFE.items() if re.search(pattern, sample)]
     assert hits == ["yaml.load (use yaml.safe_load)", "pickle.load"]
+
+
+def test_cifar_batches_refuse_code_carrying_pickles(tmp_path):
+    import os
+    import pickle
+
+    import pytest
+
+    from benchmark.api import PluginError
+    from tasks.cifar10 import read_batches
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo owned",))
+
+    (tmp_path / "data_batch_1").write_bytes(pickle.dumps({"data": Evil(), "labels": [0]}))
+    with pytest.raises(PluginError, match=r"refusing to load posix\.system"):
+        read_batches(tmp_path, ("data_batch_1",), "cifar10")

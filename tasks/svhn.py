@@ -1,0 +1,94 @@
+"""The SVHN task: street-view house-number digits read from a local folder."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from benchmark.api import PluginError
+from benchmark.registry import register
+from tasks._local import LocalTask, Pool, not_found
+
+FOLDER = "svhn"
+FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+
+
+def read_mat(path, name: str) -> Pool:
+    """One cropped-digits .mat file: ``X`` (32, 32, 3, N) uint8 and ``y`` (N, 1), 10 meaning 0.
+
+    torchvision's SVHN checks the file's MD5 against the published one on each load, rejecting
+    any other copy in the same format and hashing 180 MB; this reads the same file with scipy (as
+    torchvision does) and checks its shapes instead.
+    """
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(str(path))
+        x = np.asarray(mat["X"], dtype=np.uint8)
+        y = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+    except (OSError, KeyError, ValueError, TypeError, NotImplementedError) as err:
+        raise PluginError(f"{name}: {path} is not an SVHN .mat file ({type(err).__name__}: "
+                          f"{err})") from err
+    if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
+        raise PluginError(f"{name}: {path} holds X of shape {x.shape} and {len(y)} labels; "
+                          "expected X (32, 32, 3, N) and N labels")
+    if len(y) and (y.min() < 1 or y.max() > 10):
+        raise PluginError(f"{name}: labels in {path} span [{y.min()}, {y.max()}]; expected 1..10")
+    y = np.where(y == 10, 0, y)
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(3, 2, 0, 1))), torch.from_numpy(y)
+
+
+@register("svhn")
+class SVHN(LocalTask):
+    """SVHN cropped digits (73,257 training and 26,032 test images, 32×32 RGB, 10 classes).
+
+    Reads ``<data_dir>/svhn/train_32x32.mat`` and ``test_32x32.mat`` (what torchvision downloads
+    with ``root=<data_dir>/svhn``); the label 10 is the digit 0, as in torchvision. Owner-train and
+    public images come from the published training set, owner-test images from the published
+    test set. Netzer, Wang, Coates, Bissacco, Wu, Ng, "Reading Digits in Natural Images with
+    Unsupervised Feature Learning", 2011. The default model is ResNet-18 adapted to 32×32, trained
+    from scratch.
+
+    Args:
+        data_dir: data folder (null: $DISGUISEBENCH_DATA, else ./data).
+        download: fetch the files with torchvision when they are missing.
+        model: architecture, "resnet", "paper-cnn" or "mlp".
+        epochs: training epochs.
+        batch_size: training batch size.
+        lr: learning rate.
+        optimizer: "sgd" (momentum 0.9), "adam" or "rmsprop".
+        weight_decay: L2 penalty on weight matrices and kernels.
+        n_train: owner training images.
+        n_test: owner test images.
+        n_public: public images for the attacker.
+    """
+
+    def __init__(self, *, data_dir: str | None = None, download: bool = False,
+                 model: str = "resnet", epochs: int = 15, batch_size: int = 128,
+                 lr: float = 0.05, optimizer: str = "sgd", weight_decay: float = 5e-4,
+                 n_train: int = 60000, n_test: int = 10000, n_public: int = 10000) -> None:
+        super().__init__(data_dir=data_dir, download=download, model=model, epochs=epochs,
+                         batch_size=batch_size, lr=lr, optimizer=optimizer,
+                         weight_decay=weight_decay, n_train=n_train, n_test=n_test,
+                         n_public=n_public)
+
+    def _pools(self) -> tuple[Pool, Pool, int]:
+        root = self.folder()
+        folder = root / FOLDER
+        if self.download:
+            from torchvision.datasets import SVHN as Fetch
+
+            for part, file in FILES.items():
+                if not (folder / file).is_file():
+                    try:
+                        Fetch(str(folder), split=part, download=True)
+                    except (RuntimeError, OSError) as err:
+                        raise PluginError(f"{self.name}: download into {folder} failed: "
+                                          f"{err}") from err
+        if not all((folder / f).is_file() for f in FILES.values()):
+            raise not_found(
+                self.name, root, f"{' and '.join(FILES.values())} in {FOLDER}/",
+                "Obtain them with download=true (torchvision fetches them from "
+                "http://ufldl.stanford.edu/housenumbers/) or copy them there.")
+        return read_mat(folder / FILES["train"], self.name), \
+            read_mat(folder / FILES["test"], self.name), 10
