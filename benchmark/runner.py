@@ -274,7 +274,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
             reencode = lambda epoch: defense.transform(splits.train, epoch=epoch)  # noqa: E731
         model = task.train(disguised, seed=seeds["train"], num_classes=splits.num_classes,
                            reencode=reencode, progress=verbose)
-        test = defense.transform(splits.test) if defense.encodes_test else splits.test
+        test = defense.test_inputs(splits.test)
         accuracy = task.accuracy(model, test)
         cell_seconds = time.perf_counter() - start
     except KeyboardInterrupt:

@@ -1,0 +1,175 @@
+"""InstaHide: mix each private image with k-1 others, then flip the sign of every pixel at random."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from benchmark.api import Data, Defense, PluginError, check_choice, check_number
+from benchmark.registry import register
+from defenses._blocks import content_generator, draw_secret
+
+# Rejection sampling of the coefficients stops after this many rounds (the settings validate()
+# accepts are met by a good share of draws, so the cap is only reached for near-infeasible ones).
+_MAX_REDRAWS = 10_000
+
+
+@register("instahide")
+class InstaHide(Defense):
+    """Mix every private image with k-1 random images under random weights, then multiply each
+    pixel and channel by a random sign; the model trains on soft labels of the private images.
+
+    Secret: a one-time key per encoding (the partners, the coefficients and the sign mask), drawn
+    afresh for each of the T encodings of an image. Targets recovery and re-identification of the
+    private images by the cloud. Huang, Song, Li, Arora, "InstaHide: Instance-hiding Schemes for
+    Private Distributed Learning", ICML 2020; official code github.com/Hazelsuko07/InstaHide.
+    Pixels are centred to [-1, 1] (2x - 1) before mixing. Inside-dataset mode mixes k private
+    images; cross-dataset mode mixes 2 private images with k-2 public ones (the official code's
+    ``--pair``; the public images are the ``public`` set given to ``fit``, drawn with
+    replacement) and redraws until the two private coefficients sum to at least ``lower``.
+    Coefficients are |N(0, 1)| draws normalised to sum 1 and redrawn while any exceeds ``upper``.
+    Labels are the coefficient-weighted one-hot labels of the private images only (in cross
+    mode they sum to the private share, as in the official code).
+    The owner uploads T = encodings_per_image rounds; in round r, encoding i has private image i
+    first and partners from one random permutation per private slot, so every private image is
+    the first image of exactly T encodings and appears in about p*T (p private slots).
+    ``transform(data)`` returns all T*N encodings (what the cloud holds; ``Data.source`` lists the
+    private images in each, -1 for public slots) and ``transform(data, epoch=e)`` round e mod T,
+    which training uses in epoch e (the paper re-encodes every epoch).
+    Test images are not encoded in the published protocol: the model is evaluated on plaintext
+    test images scaled to [-1, 1] (``test_inputs``).
+
+    Args:
+        k: number of images mixed into one encoding.
+        mode: "inside" (all k from the private set) or "cross" (2 private, k-2 public).
+        upper: upper bound on any coefficient (c1 in the paper).
+        lower: lower bound on the two private coefficients' sum in cross mode (c2 in the paper).
+        encodings_per_image: T, encodings of each private image the cloud receives in total.
+        num_classes: classes of the soft labels (None: the largest label seen in fit, plus one).
+    """
+
+    reencodes_per_epoch = True
+    encodes_test = False
+
+    def __init__(self, k: int = 4, mode: str = "inside", upper: float = 0.65, lower: float = 0.3,
+                 encodings_per_image: int = 10, num_classes: int | None = None) -> None:
+        self.k = k
+        self.mode = mode
+        self.upper = upper
+        self.lower = lower
+        self.encodings_per_image = encodings_per_image
+        self.num_classes = num_classes
+
+    def validate(self) -> None:
+        check_choice(self.name, "mode", self.mode, ("inside", "cross"))
+        check_number(self.name, "k", self.k, kind=int, low=3 if self.mode == "cross" else 1)
+        check_number(self.name, "upper", self.upper, low=0, high=1)
+        if self.k > 1 and self.upper * self.k <= 1:
+            raise PluginError(f"{self.name}: upper={self.upper!r} must exceed 1/k = {1 / self.k:.4g} "
+                              "so that k coefficients summing to 1 can all stay below it")
+        check_number(self.name, "lower", self.lower, low=0, high=1)
+        if self.mode == "cross" and self.lower >= min(1.0, 2 * self.upper):
+            raise PluginError(f"{self.name}: lower={self.lower!r} must stay below min(1, 2 * upper)"
+                              f" = {min(1.0, 2 * self.upper):.4g}")
+        check_number(self.name, "encodings_per_image", self.encodings_per_image, kind=int, low=1)
+        if self.num_classes is not None:
+            check_number(self.name, "num_classes", self.num_classes, kind=int, low=1)
+
+    @property
+    def private_slots(self) -> int:
+        return 2 if self.mode == "cross" else self.k
+
+    def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
+        self.image_shape_ = data.image_shape
+        if self.num_classes is not None:
+            self.num_classes_ = self.num_classes
+        elif data.y is not None:
+            self.num_classes_ = data.y.shape[1] if data.y.dim() == 2 else int(data.y.max()) + 1
+        else:
+            self.num_classes_ = None
+        if self.mode == "cross":
+            if public is None or len(public) == 0:
+                raise PluginError(f"{self.name}: mode='cross' mixes in public images; "
+                                  "pass them as fit(data, seed=..., public=...)")
+            if public.image_shape != data.image_shape:
+                raise PluginError(f"{self.name}: public images have shape {public.image_shape}, "
+                                  f"private ones {data.image_shape}")
+            self.public_ = 2 * public.x - 1
+        self.secret_ = draw_secret(rng)
+
+    def test_inputs(self, data: Data) -> Data:
+        """Plaintext test images in the encodings' scaling, [-1, 1] (no key involved)."""
+        return Data(2 * data.x - 1, data.y)
+
+    def _coefficients(self, n: int, gen: torch.Generator) -> Tensor:
+        def draw(count: int) -> Tensor:
+            lam = torch.randn(count, self.k, generator=gen).abs()
+            return lam / lam.sum(1, keepdim=True)
+
+        def bad(lam: Tensor) -> Tensor:
+            out = lam.max(1).values > self.upper if self.k > 1 else torch.zeros(len(lam), dtype=torch.bool)
+            if self.mode == "cross":
+                out |= lam[:, :2].sum(1) < self.lower
+            return out
+
+        lam = draw(n)
+        for _ in range(_MAX_REDRAWS):
+            redo = bad(lam)
+            if not redo.any():
+                return lam
+            lam[redo] = draw(int(redo.sum()))
+        raise PluginError(f"{self.name}: could not draw coefficients within upper={self.upper} "
+                          f"and lower={self.lower}; loosen them")
+
+    def _labels(self, y: Tensor | None) -> Tensor | None:
+        if y is None:
+            return None
+        if y.dim() == 2:
+            return y.float()
+        k = self.num_classes_
+        if k is None or int(y.max()) >= k or int(y.min()) < 0:
+            raise PluginError(f"{self.name}: labels span [{int(y.min())}, {int(y.max())}] but the "
+                              f"defense was fitted for {k} classes; set num_classes")
+        return F.one_hot(y.long(), k).float()
+
+    def _round(self, x: Tensor, onehot: Tensor | None, gen: torch.Generator) -> Data:
+        """One encoding of every image of the batch (image i first in encoding i)."""
+        n = len(x)
+        lam = self._coefficients(n, gen)
+        source = torch.full((n, self.k), -1, dtype=torch.long)
+        source[:, 0] = torch.arange(n)
+        for j in range(1, self.private_slots):
+            source[:, j] = torch.randperm(n, generator=gen)
+        mixed = lam[:, 0, None, None, None] * x
+        y = None if onehot is None else lam[:, :1] * onehot
+        for j in range(1, self.k):
+            if j < self.private_slots:
+                partner = x[source[:, j]]
+                if y is not None:
+                    y = y + lam[:, j:j + 1] * onehot[source[:, j]]
+            else:
+                pick = torch.randint(0, len(self.public_), (n,), generator=gen)
+                partner = self.public_[pick]
+            mixed += lam[:, j, None, None, None] * partner
+        flip = torch.randint(0, 2, mixed.shape, generator=gen, dtype=torch.int8).bool()
+        return Data(torch.where(flip, -mixed, mixed), y, source)
+
+    def _transform(self, data: Data, *, epoch: int | None) -> Data:
+        if data.image_shape != self.image_shape_:
+            raise PluginError(f"{self.name}: fitted on images of shape {self.image_shape_}, "
+                              f"got {data.image_shape}")
+        x = 2 * data.x - 1
+        onehot = self._labels(data.y)
+        # One seed per round from the key and the batch: epoch e's round is the same rows of the
+        # full upload, whether asked for alone or with the others.
+        gen = content_generator(self.secret_, data.x)
+        seeds = torch.randint(0, 2**62, (self.encodings_per_image,), generator=gen).tolist()
+        rounds = range(self.encodings_per_image) if epoch is None else \
+            [epoch % self.encodings_per_image]
+        parts = [self._round(x, onehot, torch.Generator().manual_seed(seeds[r])) for r in rounds]
+        if len(parts) == 1:
+            return parts[0]
+        return Data(torch.cat([p.x for p in parts]),
+                    None if onehot is None else torch.cat([p.y for p in parts]),
+                    torch.cat([p.source for p in parts]))
