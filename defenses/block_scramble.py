@@ -1,4 +1,4 @@
-"""Kiya-style block-wise scrambling: the LE, ELE and EtC image encryptions as settings of one scheme."""
+"""Kiya-style block-wise scrambling: the LE, ELE and EtC encryptions as settings of one scheme."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def _keyed_half(count: int, length: int, rng: torch.Generator) -> Tensor:
 
 
 def _rotations_and_flips(k: int) -> Tensor:
-    """(12, k*k) index maps: rotation by 0/90/180/270 degrees, then no, vertical or horizontal flip."""
+    """(12, k*k) index maps: rotation by 0/90/180/270 degrees, then no, vertical or horizontal
+    flip."""
     base = torch.arange(k * k).view(k, k)
     maps = []
     for quarter in range(4):
@@ -84,7 +85,8 @@ class BlockScramble(Defense):
         for flag in ("block_scramble", "pixel_shuffle", "split_bits", "rotate_flip",
                      "channel_shuffle"):
             if not isinstance(getattr(self, flag), bool):
-                raise PluginError(f"{self.name}: {flag}={getattr(self, flag)!r} must be true or false")
+                value = getattr(self, flag)
+                raise PluginError(f"{self.name}: {flag}={value!r} must be true or false")
         check_choice(self.name, "negative_positive", self.negative_positive,
                      ("none", "pixel", "block"))
         check_choice(self.name, "key_scope", self.key_scope, ("shared", "block"))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -13,8 +11,9 @@ from benchmark.registry import register
 
 
 def gaussian_kernel(sigma: float, truncate: float) -> Tensor:
-    """The normalised 1-d Gaussian of standard deviation ``sigma``, cut at ``truncate`` sigmas."""
-    radius = max(1, math.ceil(truncate * sigma))
+    """The normalised 1-d Gaussian of standard deviation ``sigma``, cut at ``truncate`` sigmas
+    (radius rounded as scipy.ndimage.gaussian_filter does)."""
+    radius = int(truncate * sigma + 0.5)
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     return (k / k.sum()).float()
@@ -22,8 +21,10 @@ def gaussian_kernel(sigma: float, truncate: float) -> Tensor:
 
 @register("blur")
 class Blur(Defense):
-    """Convolve every channel with a Gaussian of standard deviation sigma (separable, edges
-    replicated), so the output keeps the image size and stays in [0, 1].
+    """Gaussian blur: convolve every channel with a Gaussian of standard deviation sigma.
+
+    The filter is separable and the edges are replicated, so the output keeps the image size
+    and stays in [0, 1].
 
     Nothing is secret: the cloud can blur any image itself, so template matching and
     recognition trained on blurred images defeat it (McPherson, Shokri, Shmatikov, "Defeating
@@ -31,7 +32,7 @@ class Blur(Defense):
 
     Args:
         sigma: standard deviation of the Gaussian, in pixels.
-        truncate: kernel radius in standard deviations (radius = ceil(truncate * sigma)).
+        truncate: kernel radius in standard deviations (radius = round(truncate * sigma)).
     """
 
     keyless = True

@@ -1,4 +1,4 @@
-"""InstaHide: mix each private image with k-1 others, then flip the sign of every pixel at random."""
+"""InstaHide: mix each private image with k-1 others, then flip every pixel's sign at random."""
 
 from __future__ import annotations
 
@@ -29,8 +29,10 @@ def random_signs(shape: tuple[int, ...], gen: torch.Generator) -> Tensor:
 
 @register("instahide")
 class InstaHide(Defense):
-    """Mix every private image with k-1 random images under random weights, then multiply each
-    pixel and channel by a random sign; the model trains on soft labels of the private images.
+    """Mix each private image with k-1 others under random weights, then flip pixel signs at random.
+
+    Each pixel and channel of the mix is multiplied by a random sign; the model trains on soft
+    labels of the private images.
 
     Secret: a one-time key per encoding (the partners, the coefficients and the sign mask), drawn
     afresh for each of the T encodings of an image. Targets recovery and re-identification of the
@@ -78,8 +80,9 @@ class InstaHide(Defense):
         check_number(self.name, "k", self.k, kind=int, low=3 if self.mode == "cross" else 1)
         check_number(self.name, "upper", self.upper, low=0, high=1)
         if self.k > 1 and self.upper * self.k <= 1:
-            raise PluginError(f"{self.name}: upper={self.upper!r} must exceed 1/k = {1 / self.k:.4g} "
-                              "so that k coefficients summing to 1 can all stay below it")
+            raise PluginError(f"{self.name}: upper={self.upper!r} must exceed 1/k = "
+                              f"{1 / self.k:.4g} so that k coefficients summing to 1 can all stay "
+                              "below it")
         check_number(self.name, "lower", self.lower, low=0, high=1)
         if self.mode == "cross" and self.lower >= min(1.0, 2 * self.upper):
             raise PluginError(f"{self.name}: lower={self.lower!r} must stay below min(1, 2 * upper)"
@@ -120,7 +123,8 @@ class InstaHide(Defense):
             return lam / lam.sum(1, keepdim=True)
 
         def bad(lam: Tensor) -> Tensor:
-            out = lam.max(1).values > self.upper if self.k > 1 else torch.zeros(len(lam), dtype=torch.bool)
+            out = lam.max(1).values > self.upper if self.k > 1 else \
+                torch.zeros(len(lam), dtype=torch.bool)
             if self.mode == "cross":
                 out |= lam[:, :2].sum(1) < self.lower
             return out

@@ -18,16 +18,18 @@ _EPS = 1e-5  # BatchNorm's default
 
 
 def _uniform(shape: tuple[int, ...], fan_in: int, rng: torch.Generator) -> Tensor:
-    """PyTorch's default initialisation of convolution and linear layers, U(-1/sqrt(fan_in), ...)."""
+    """PyTorch's default initialisation of convolutions and linear layers: U(±1/sqrt(fan_in))."""
     bound = 1.0 / math.sqrt(fan_in)
     return (torch.rand(shape, generator=rng) * 2 - 1) * bound
 
 
 @register("neuracrypt")
 class NeuraCrypt(Defense):
-    """Encode images with a random network known only to the owner: a patch convolution, depth
-    1×1 convolution + normalisation + ReLU layers, a random positional embedding, a ReLU and a
-    linear mixer, then a fresh random order of the patches for every image.
+    """Encode images with a secret random patch network, then shuffle the patches of every image.
+
+    The network, known only to the owner: a patch convolution, depth 1×1 convolution +
+    normalisation + ReLU layers, a random positional embedding, a ReLU and a linear mixer; then
+    a fresh random order of the patches for every image.
 
     Secret: the network's weights and positional embedding, drawn from the key (the owner keeps
     the network; the cloud sees encodings and labels), and the per-image patch orders. Targets
@@ -70,8 +72,8 @@ class NeuraCrypt(Defense):
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         c, h, w = data.image_shape
         p, d = self.patch, self.width
-        grid = (padded_size(self.name, h, p, self.padding) // p,
-                padded_size(self.name, w, p, self.padding) // p)
+        grid = (padded_size(self.name, h, p, self.padding, "patch") // p,
+                padded_size(self.name, w, p, self.padding, "patch") // p)
         self.image_shape_ = (c, h, w)
         self.patch_weight_ = _uniform((d, c, p, p), c * p * p, rng)
         self.patch_bias_ = _uniform((d,), c * p * p, rng)
@@ -88,7 +90,7 @@ class NeuraCrypt(Defense):
     @torch.no_grad()
     def _encode(self, x: Tensor, *, fit: bool = False) -> Tensor:
         """(N, C, H, W) -> (N, D, H/p, W/p) before the shuffle; with ``fit``, measure the norms."""
-        x = pad_to_blocks(x, self.patch, self.name, self.padding)
+        x = pad_to_blocks(x, self.patch, self.name, self.padding, "patch")
         z = F.relu(F.conv2d(x, self.patch_weight_, self.patch_bias_, stride=self.patch))
         for layer in range(self.depth):
             z = torch.einsum("ndhw,ed->nehw", z, self.layer_weights_[layer]) \
@@ -111,5 +113,6 @@ class NeuraCrypt(Defense):
             n, d, gh, gw = z.shape
             order = random_permutations(n, gh * gw, content_generator(self.secret_, data.x))
             tokens = z.reshape(n, d, gh * gw)
-            z = torch.gather(tokens, 2, order.unsqueeze(1).expand(n, d, gh * gw)).reshape(n, d, gh, gw)
+            z = torch.gather(tokens, 2, order.unsqueeze(1).expand(n, d, gh * gw))
+            z = z.reshape(n, d, gh, gw)
         return Data(z.contiguous(), data.y)
