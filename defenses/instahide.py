@@ -38,21 +38,25 @@ class InstaHide(Defense):
     afresh for each of the T encodings of an image. Targets recovery and re-identification of the
     private images by the cloud. Huang, Song, Li, Arora, "InstaHide: Instance-hiding Schemes for
     Private Distributed Learning", ICML 2020; official code github.com/Hazelsuko07/InstaHide.
-    Pixels are centred to [-1, 1] (2x - 1) before mixing. Inside-dataset mode mixes k private
-    images; cross-dataset mode mixes 2 private images with k-2 public ones (the official code's
-    ``--pair``; the public images are the ``public`` set given to ``fit``, drawn with
-    replacement) and redraws until the two private coefficients sum to at least ``lower``.
-    Coefficients are |N(0, 1)| draws normalised to sum 1 and redrawn while any exceeds ``upper``.
-    Labels are the coefficient-weighted one-hot labels of the private images only (in cross
-    mode they sum to the private share, as in the official code).
-    The owner uploads T = encodings_per_image rounds; in round r, encoding i has private image i
-    first and partners from one random permutation per private slot, so every private image is
-    the first image of exactly T encodings and appears in about p*T (p private slots).
-    ``transform(data)`` returns all T*N encodings (what the cloud holds; ``Data.source`` lists the
-    private images in each, -1 for public slots) and ``transform(data, epoch=e)`` round e mod T,
-    which training uses in epoch e (the paper re-encodes every epoch).
+    Pixels are centred before mixing, so that the signs hide them: standardised per channel with
+    the mean and standard deviation of the images given to ``fit`` (the official training code
+    normalises each dataset so), or mapped to [-1, 1] (2x - 1). Inside-dataset mode mixes k
+    private images; cross-dataset mode mixes 2 private images with k-2 public ones (the official
+    code's ``--pair``; the public images are the ``public`` set given to ``fit``, centred with
+    their own statistics and drawn with replacement) and redraws until the two private
+    coefficients sum to at least ``lower``. Coefficients are |N(0, 1)| draws normalised to sum 1
+    and redrawn while any exceeds ``upper``. Labels are the coefficient-weighted one-hot labels of
+    the private images only (in cross mode they sum to the private share, as in the official
+    code).
+    The owner uploads T = encodings_per_image rounds. In each round, encoding i has private image
+    i first and its partners from one random permutation of the batch per private slot (a partner
+    may be the image itself, as in the official code), so every private image leads exactly T
+    encodings and fills p*T private slots in all (p = k inside, 2 cross).
+    ``transform(data)`` returns all T*N encodings, what the cloud holds (``Data.source`` lists the
+    private images in each, -1 for public slots); ``transform(data, epoch=e)`` returns round
+    e mod T, which training uses in epoch e (the paper re-encodes every epoch).
     Test images are not encoded in the published protocol: the model is evaluated on plaintext
-    test images scaled to [-1, 1] (``test_inputs``).
+    test images centred as the private images were (``test_inputs``).
 
     Args:
         k: number of images mixed into one encoding.
@@ -61,22 +65,27 @@ class InstaHide(Defense):
         lower: lower bound on the two private coefficients' sum in cross mode (c2 in the paper).
         encodings_per_image: T, encodings of each private image the cloud receives in total.
         num_classes: classes of the soft labels (None: the largest label seen in fit, plus one).
+        centring: "standardize" (per-channel mean and standard deviation measured in fit) or
+            "symmetric" (2x - 1).
     """
 
     reencodes_per_epoch = True
     encodes_test = False
 
     def __init__(self, k: int = 4, mode: str = "inside", upper: float = 0.65, lower: float = 0.3,
-                 encodings_per_image: int = 10, num_classes: int | None = None) -> None:
+                 encodings_per_image: int = 10, num_classes: int | None = None,
+                 centring: str = "standardize") -> None:
         self.k = k
         self.mode = mode
         self.upper = upper
         self.lower = lower
         self.encodings_per_image = encodings_per_image
         self.num_classes = num_classes
+        self.centring = centring
 
     def validate(self) -> None:
         check_choice(self.name, "mode", self.mode, ("inside", "cross"))
+        check_choice(self.name, "centring", self.centring, ("standardize", "symmetric"))
         check_number(self.name, "k", self.k, kind=int, low=3 if self.mode == "cross" else 1)
         check_number(self.name, "upper", self.upper, low=0, high=1)
         if self.k > 1 and self.upper * self.k <= 1:
@@ -97,6 +106,7 @@ class InstaHide(Defense):
 
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         self.image_shape_ = data.image_shape
+        self.shift_, self.scale_ = self._centring(data.x)
         if self.num_classes is not None:
             self.num_classes_ = self.num_classes
         elif data.y is not None:
@@ -110,12 +120,25 @@ class InstaHide(Defense):
             if public.image_shape != data.image_shape:
                 raise PluginError(f"{self.name}: public images have shape {public.image_shape}, "
                                   f"private ones {data.image_shape}")
-            self.public_ = 2 * public.x - 1
+            shift, scale = self._centring(public.x)
+            self.public_ = (public.x - shift) / scale
         self.secret_ = draw_secret(rng)
 
+    def _centring(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(1, C, 1, 1) shift and scale that centre images like ``x``."""
+        c = x.shape[1]
+        if self.centring == "symmetric":
+            return torch.full((1, c, 1, 1), 0.5), torch.full((1, c, 1, 1), 0.5)
+        mean = x.mean(dim=(0, 2, 3)).view(1, c, 1, 1)
+        std = x.std(dim=(0, 2, 3), correction=0).clamp_min(1e-6).view(1, c, 1, 1)
+        return mean, std
+
     def test_inputs(self, data: Data) -> Data:
-        """Plaintext test images in the encodings' scaling, [-1, 1] (no key involved)."""
-        return Data(2 * data.x - 1, data.y)
+        """Plaintext test images centred as the private images are before mixing (no mixing, no
+        signs: the published protocol does not encode test images)."""
+        if not self.is_fitted():
+            raise PluginError(f"{self.name}: call fit() before test_inputs()")
+        return Data((data.x - self.shift_) / self.scale_, data.y)
 
     def _coefficients(self, n: int, gen: torch.Generator) -> Tensor:
         def draw(count: int) -> Tensor:
@@ -174,7 +197,7 @@ class InstaHide(Defense):
         if data.image_shape != self.image_shape_:
             raise PluginError(f"{self.name}: fitted on images of shape {self.image_shape_}, "
                               f"got {data.image_shape}")
-        x = 2 * data.x - 1
+        x = (data.x - self.shift_) / self.scale_
         onehot = self._labels(data.y)
         # One seed per round from the key and the batch: epoch e's round is the same rows of the
         # full upload, whether asked for alone or with the others.

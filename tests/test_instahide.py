@@ -41,7 +41,9 @@ def test_inside_encoding_is_a_signed_mix_within_bounds(channels):
     lam = coefficients(out)[ok]
     assert torch.allclose(lam.sum(1), torch.ones(int(ok.sum())), atol=1e-5)
     assert float(lam.max()) <= 0.65 + 1e-6 and float(lam.min()) > 0
-    centred = 2 * data.x - 1
+    centred = d.test_inputs(data).x
+    assert torch.allclose(centred.mean((0, 2, 3)), torch.zeros(channels), atol=1e-5)
+    assert torch.allclose(centred.std((0, 2, 3), correction=0), torch.ones(channels), atol=1e-5)
     mix = (lam[:, :, None, None, None] * centred[out.source[ok]]).sum(1)
     assert torch.allclose(out.x[ok].abs(), mix.abs(), atol=1e-5)
     # The signs are random per pixel and channel: about half of them are flipped.
@@ -77,7 +79,8 @@ def test_cross_mode_mixes_two_private_and_public_images():
     data = private(n=10)
     # All-black public images are -1 everywhere once centred: the public share is then known.
     public = Data(torch.zeros(5, 1, 6, 6))
-    d = InstaHide(k=5, mode="cross", lower=0.4, encodings_per_image=2, num_classes=10)
+    d = InstaHide(k=5, mode="cross", lower=0.4, encodings_per_image=2, num_classes=10,
+                  centring="symmetric")
     out = d.fit(data, seed=3, public=public).transform(data)
     assert (out.source[:, 2:] == -1).all() and (out.source[:, :2] >= 0).all()
     ok = distinct_rows(out.source[:, :2])
@@ -101,11 +104,17 @@ def test_soft_labels_of_soft_labels_and_unlabelled_batches():
     assert d.transform(Data(data.x)).y is None
 
 
-def test_test_inputs_are_plaintext_scaled_like_the_encodings():
-    data = private(n=4)
+def test_test_inputs_are_plaintext_centred_like_the_encodings():
+    data = private(n=4, c=3)
     d = InstaHide().fit(data, seed=0)
     assert d.encodes_test is False and d.reencodes_per_epoch is True
-    assert torch.equal(d.test_inputs(data).x, 2 * data.x - 1)
+    mean = data.x.mean((0, 2, 3), keepdim=True)
+    std = data.x.std((0, 2, 3), keepdim=True, correction=0)
+    assert torch.allclose(d.test_inputs(data).x, (data.x - mean) / std, atol=1e-6)
+    symmetric = InstaHide(centring="symmetric").fit(data, seed=0)
+    assert torch.equal(symmetric.test_inputs(data).x, 2 * data.x - 1)
+    with pytest.raises(PluginError, match="call fit"):
+        InstaHide().test_inputs(data)
 
 
 def test_random_signs_are_balanced_and_seeded():
