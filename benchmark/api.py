@@ -217,7 +217,9 @@ class Defense(Plugin):
         self.fitted_ = True
         return self
 
-    def transform(self, data: Data, *, epoch: int = 0) -> Data:
+    def transform(self, data: Data, *, epoch: int | None = None) -> Data:
+        """Disguise ``data``. ``epoch=None`` gives everything the owner uploads; a defense that
+        re-encodes per epoch returns that epoch's share of it for ``epoch=e`` (others ignore it)."""
         if not getattr(self, "fitted_", False):
             raise PluginError(f"{self.name}: call fit() before transform()")
         check_images(data, what=f"{self.name}.transform")
@@ -227,13 +229,18 @@ class Defense(Plugin):
         """The (C, H, W) of disguised images; defenses that change it override this."""
         return tuple(image_shape)  # type: ignore[return-value]
 
+    def test_inputs(self, data: Data) -> Data:
+        """What the owner feeds the trained model at test time: the disguised test images, or,
+        where ``encodes_test`` is False, the plaintext in the model's input scaling."""
+        return self.transform(data) if self.encodes_test else data
+
     def is_fitted(self) -> bool:
         return bool(getattr(self, "fitted_", False))
 
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         pass
 
-    def _transform(self, data: Data, *, epoch: int) -> Data:
+    def _transform(self, data: Data, *, epoch: int | None) -> Data:
         raise NotImplementedError
 
 

@@ -313,7 +313,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
         model, cached = train_or_load(task, cell, disguised, splits, seeds["train"], reencode,
                                       cache, verbose)
         train_seconds = time.perf_counter() - train_start
-        test = defense.transform(splits.test) if defense.encodes_test else splits.test
+        test = defense.test_inputs(splits.test)
         accuracy = task.accuracy(model, test)
         cell_seconds = time.perf_counter() - start
     except KeyboardInterrupt:

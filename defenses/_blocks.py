@@ -11,21 +11,22 @@ from torch import Tensor
 from benchmark.api import PluginError
 
 
-def padded_size(owner: str, side: int, block: int, padding: str) -> int:
+def padded_size(owner: str, side: int, block: int, padding: str, param: str = "block") -> int:
     if side % block == 0:
         return side
     if padding == "edge":
         return side + (-side) % block
     raise PluginError(
-        f"{owner}: block={block} does not divide the image side {side}; choose a divisor of "
+        f"{owner}: {param}={block} does not divide the image side {side}; choose a divisor of "
         f"{side} ({', '.join(str(d) for d in range(1, side + 1) if side % d == 0)}) "
         "or set padding='edge'"
     )
 
 
-def pad_to_blocks(x: Tensor, block: int, owner: str, padding: str) -> Tensor:
+def pad_to_blocks(x: Tensor, block: int, owner: str, padding: str, param: str = "block") -> Tensor:
     h, w = x.shape[-2:]
-    ph, pw = padded_size(owner, h, block, padding), padded_size(owner, w, block, padding)
+    ph = padded_size(owner, h, block, padding, param)
+    pw = padded_size(owner, w, block, padding, param)
     if (ph, pw) == (h, w):
         return x
     return F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")

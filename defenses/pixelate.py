@@ -19,7 +19,8 @@ class Pixelate(Defense):
 
     Args:
         block: side of the averaged blocks, in pixels; must divide the image side.
-        keep_size: repeat each mean over its block to keep the image size (else output H/k × W/k).
+        keep_size: repeat each mean over its block to keep the image size H × W; false returns the
+            H/k × W/k image of block means (the paper's CNN needs H/k, W/k >= 4).
     """
 
     keyless = True
@@ -33,7 +34,7 @@ class Pixelate(Defense):
         if not isinstance(self.keep_size, bool):
             raise PluginError(f"{self.name}: keep_size={self.keep_size!r} must be true or false")
 
-    def _transform(self, data: Data, *, epoch: int) -> Data:
+    def _transform(self, data: Data, *, epoch: int | None) -> Data:
         h, w = data.x.shape[-2:]
         padded_size(self.name, h, self.block, "error")
         padded_size(self.name, w, self.block, "error")

@@ -82,8 +82,9 @@ def train_classifier(model: nn.Module, data: Data, *, seed: int, epochs: int, ba
                      desc: str = "train") -> nn.Module:
     """Train ``model`` with cross-entropy on hard or soft labels, deterministically given ``seed``.
 
-    ``reencode(epoch)``, when given, supplies a fresh encoding of the training set for each epoch
-    after the first (defenses such as InstaHide re-encode every epoch).
+    ``reencode(epoch)``, when given, supplies the encoding of the training set trained on in each
+    epoch, the first included (InstaHide re-encodes every epoch); ``data`` is then everything the
+    owner uploaded, which fixes the input standardisation.
     """
     from tqdm import tqdm
 
@@ -105,7 +106,7 @@ def train_classifier(model: nn.Module, data: Data, *, seed: int, epochs: int, ba
         opt = torch.optim.SGD(groups, lr=lr, momentum=0.9)
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False, disable=not progress)
     for epoch in bar:
-        if reencode is not None and epoch > 0:
+        if reencode is not None:
             data = reencode(epoch)
         x, y = data.x, data.y
         model.train()

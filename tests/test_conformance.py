@@ -45,7 +45,13 @@ def test_defense_conformance(name, channels):
     data = images(c=channels)
     a = registry.create("defense", name).fit(data, seed=1)
     out = a.transform(data)
-    assert out.x.shape[0] == len(data) and out.x.dim() == 4
+    assert out.x.dim() == 4
+    if out.source is None:
+        assert out.x.shape[0] == len(data)
+    else:  # a mixing defense: every output names its plaintext sources, every input is used
+        assert out.source.shape[0] == out.x.shape[0]
+        assert int(out.source.min()) >= -1 and int(out.source.max()) < len(data)
+        assert set(out.source[out.source >= 0].tolist()) == set(range(len(data)))
     assert torch.isfinite(out.x).all()
     # deterministic for a key
     b = registry.create("defense", name).fit(data, seed=1)
