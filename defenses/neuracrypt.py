@@ -69,6 +69,12 @@ class NeuraCrypt(Defense):
         check_choice(self.name, "shuffle", self.shuffle, ("image", "none"))
         check_choice(self.name, "padding", self.padding, ("error", "edge"))
 
+    def output_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        _, h, w = image_shape
+        p = self.patch
+        return (self.width, padded_size(self.name, h, p, self.padding, "patch") // p,
+                padded_size(self.name, w, p, self.padding, "patch") // p)
+
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         c, h, w = data.image_shape
         p, d = self.patch, self.width

@@ -34,6 +34,10 @@ class Pixelate(Defense):
         if not isinstance(self.keep_size, bool):
             raise PluginError(f"{self.name}: keep_size={self.keep_size!r} must be true or false")
 
+    def output_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
+        c, h, w = image_shape
+        return (c, h, w) if self.keep_size else (c, h // self.block, w // self.block)
+
     def _transform(self, data: Data, *, epoch: int | None) -> Data:
         h, w = data.x.shape[-2:]
         padded_size(self.name, h, self.block, "error")
