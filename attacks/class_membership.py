@@ -22,9 +22,9 @@ def spread(counts: Tensor) -> tuple[float, float]:
     """Mean over classes of the entropy (bits) and the Fano factor (variance / mean over the k
     bins) of each class's predicted-label histogram; concentrated predictions give low entropy
     and a high Fano factor."""
-    rows = counts[counts.sum(1) > 0]
+    rows = counts[counts.sum(1) > 0].double()
     p = rows / rows.sum(1, keepdim=True)
-    entropy = -(p * torch.log2(p.clamp_min(1e-300))).sum(1)
+    entropy = -torch.special.xlogy(p, p).sum(1) / math.log(2)
     fano = rows.var(1, unbiased=False) / rows.mean(1)
     return float(entropy.mean()), float(fano.mean())
 
