@@ -2,51 +2,116 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
-from benchmark.api import (DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data,
-                           ThreatView, check_choice)
+from attacks._common import own_key, sub_seed
+from benchmark.api import (DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense,
+                           PluginError, ThreatView, check_choice)
 from benchmark.registry import register
+from defenses._blocks import to_blocks
+
+log = logging.getLogger("disguisebench")
+
+FEATURES = ("pixels", "block-norms", "sorted-block-norms", "sorted-pixels")
+
+
+def features(x: Tensor, kind: str, block: int | None) -> Tensor | None:
+    """(N, F) features of disguised images, or None where ``kind`` does not apply to them.
+
+    "block-norms" are the norms of every row of every k×k block, which right-multiplying a block
+    by an orthogonal matrix leaves unchanged; the "sorted" kinds forget positions, so block or
+    pixel permutations leave them unchanged too.
+    """
+    x = x.double()
+    if kind == "pixels":
+        return x.flatten(1)
+    if kind == "sorted-pixels":
+        return x.flatten(2).sort(2).values.flatten(1)
+    h, w = x.shape[-2:]
+    if not block or h % block or w % block:
+        return None
+    norms = to_blocks(x, block).norm(dim=-1).flatten(2)  # (N, C, P*k)
+    return (norms.sort(2).values if kind == "sorted-block-norms" else norms).flatten(1)
+
+
+def nearest(targets: Tensor, candidates: Tensor) -> Tensor:
+    return torch.cdist(targets, candidates).argmin(1)
 
 
 @register("template-match")
 class TemplateMatch(Attack):
     """Re-identify disguised targets by nearest neighbour against disguised gallery candidates.
 
-    Without the oracle the attacker disguises the gallery under a key of its own, which is exact
-    for keyless defenses and near chance for a keyed one; with the level-3 oracle it disguises the
-    gallery under the owner's key. ``feature="sorted-pixels"`` compares the multiset of pixel
-    values, which any pixel or block permutation leaves unchanged. Design card of DisguiseBench;
-    the threat named by Sharma & Chen, "Disguised-Nets", 2019 (visual re-identification).
+    Threat: re-identification at every level. The attacker disguises the gallery itself, under a
+    key of its own (exact for keyless defenses) or, with the level-3 oracle, under the owner's
+    key, and compares features that the unknown key cannot change: the pixels for an exact
+    re-disguise, the multiset of pixel values under a permutation, the norms of block rows under
+    orthogonal block matrices (sorted when blocks are permuted). ``feature="auto"`` picks the
+    feature empirically: it disguises the gallery under two keys of its own (or twice through the
+    oracle, in different batches) and keeps the feature that re-identifies best between them,
+    reported as ``calibration``. Design card of DisguiseBench; the threat named by Sharma &
+    Chen, "Disguised-Nets", 2019 (visual re-identification).
 
     Args:
-        feature: "pixels" (the disguised images themselves) or "sorted-pixels" (per-image sorted
-            values, permutation-invariant).
+        feature: "auto", "pixels", "block-norms", "sorted-block-norms" or "sorted-pixels".
     """
 
     goal = REIDENTIFY
     needs = frozenset({TARGETS, GALLERY, DEFENSE})
     optional = frozenset({ORACLE})
 
-    def __init__(self, feature: str = "pixels") -> None:
+    def __init__(self, feature: str = "auto") -> None:
         self.feature = feature
 
     def validate(self) -> None:
-        check_choice(self.name, "feature", self.feature, ("pixels", "sorted-pixels"))
+        check_choice(self.name, "feature", self.feature, ("auto", *FEATURES))
 
-    def _features(self, x: Tensor) -> Tensor:
-        flat = x.flatten(1).double()
-        return flat.sort(1).values if self.feature == "sorted-pixels" else flat
+    def _calibrate(self, view: ThreatView, gallery: Data, block: int | None, seed: int) -> str:
+        """The feature that best re-identifies the gallery between two disguises of it."""
+        n = len(gallery)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        if view.oracle is not None:
+            first, second = view.oracle(gallery), view.oracle(gallery[order])
+        else:
+            defense: Defense = view.require(DEFENSE)
+            first = own_key(defense, gallery, seed=sub_seed(seed, 1)).transform(gallery)
+            second = own_key(defense, gallery, seed=sub_seed(seed, 2)).transform(gallery[order])
+        truth = order[second.sources()[:, 0]]
+        best, best_score = "pixels", -1.0
+        for kind in FEATURES:
+            a, b = features(second.x, kind, block), features(first.x, kind, block)
+            if a is None or a.shape[1] != b.shape[1]:
+                continue
+            owner = first.sources()[:, 0]
+            score = float((owner[nearest(a, b)] == truth).double().mean())
+            if score > best_score:
+                best, best_score = kind, score
+        self.report_ = {"calibration": best_score}
+        log.info("%s: feature %s re-identifies %.2f between two disguises", self.name, best,
+                 best_score)
+        return best
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
+        self.validate()
         gallery = Data(view.require(GALLERY))
+        defense: Defense = view.require(DEFENSE)
+        block = defense.get_params().get("block")
+        block = block if isinstance(block, int) and not isinstance(block, bool) else None
+        kind = self.feature
+        if kind == "auto":
+            kind = self._calibrate(view, gallery, block, seed)
         if view.oracle is not None:
             disguised = view.oracle(gallery)
         else:
-            disguised = view.require(DEFENSE).fit(gallery, seed=seed).transform(gallery)
-        targets = self._features(view.require(TARGETS).x)
-        candidates = self._features(disguised.x)
+            disguised = own_key(defense, gallery, seed=seed).transform(gallery)
+        targets = features(view.require(TARGETS).x, kind, block)
+        candidates = features(disguised.x, kind, block)
+        if targets is None or candidates is None:
+            raise PluginError(f"{self.name}: feature={kind!r} needs a defense with a 'block' "
+                              "hyperparameter dividing the disguised image side")
         # A mixing defense yields several encodings per gallery image; map back to their sources.
         owner = disguised.sources()[:, 0]
-        return owner[torch.cdist(targets, candidates).argmin(1)]
+        return owner[nearest(targets, candidates)]

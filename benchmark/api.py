@@ -43,6 +43,8 @@ RECONSTRUCT = "reconstruct"
 LABEL = "label"
 MEMBERSHIP = "membership"
 GOALS = (REIDENTIFY, RECONSTRUCT, LABEL, MEMBERSHIP)
+# Whose classes a ``label`` attack predicts (Attack.label_of).
+LABEL_OF = ("targets", "gallery")
 
 
 class PluginError(ValueError):
@@ -250,11 +252,19 @@ class Attack(Plugin):
     ``needs`` lists the capabilities the attack cannot run without; ``optional`` those it uses
     when the level grants them (the level-3 oracle, say). ``run`` returns predictions only; the
     scorer judges them against a truth the attack never sees.
+
+    For the ``label`` goal, ``label_of`` says whose classes the attack predicts: the disguised
+    ``"targets"`` (one class per target) or the plaintext ``"gallery"`` images (one per gallery
+    image; model-misuse attacks that feed plaintext to the owner's model). An attack may also set
+    ``report_``, a dict of name -> finite number, during ``run``: diagnostics (an entropy, a
+    fraction of key positions recovered) that the runner stores beside the scores as
+    ``attack.<name>``.
     """
 
     goal: ClassVar[str] = ""
     needs: ClassVar[frozenset[str]] = frozenset()
     optional: ClassVar[frozenset[str]] = frozenset()
+    label_of: ClassVar[str] = "targets"
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
         raise NotImplementedError
@@ -296,7 +306,8 @@ class ThreatView:
         defense: a keyless clone of the owner's defense (algorithm and hyperparameters).
         model: the model the cloud trained on the disguised training set, in eval mode.
         public: plaintext images from the same distribution, with labels.
-        gallery: plaintext candidates (N, C, H, W) for re-identification, shuffled.
+        gallery: plaintext candidates (N, C, H, W) for re-identification, shuffled; the images
+            to label for a ``label`` attack with ``label_of = "gallery"``.
         known_pairs: (plaintext, disguised) pairs of owner training images, disjoint from targets.
         oracle: disguises any plaintext the attacker chooses under the owner's key.
         candidates: for the ``membership`` goal, plaintext images to score for having been in the

@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import math
 import platform
 import subprocess
 import time
@@ -24,8 +25,8 @@ import torch
 
 from benchmark import scoring
 from benchmark.api import (
-    DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC, TARGETS,
-    Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
+    DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LABEL_OF, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC,
+    TARGETS, Attack, Data, Defense, PluginError, Splits, Task, ThreatView, check_choice,
 )
 from benchmark.cache import ModelCache
 from benchmark.plan import Plan, Spec, spec_hash
@@ -132,6 +133,7 @@ class Scenario:
     targets: Data
     target_labels: torch.Tensor
     gallery: torch.Tensor
+    gallery_labels: torch.Tensor | None
     gallery_index: torch.Tensor
     known_pairs: tuple[Data, Data]
     candidates: torch.Tensor
@@ -218,6 +220,7 @@ def build_scenario(splits: Splits, disguised: Data, *, n_targets: int, n_known: 
         targets=Data(targets.x, targets.y),
         target_labels=targets.hard_labels() if targets.y is not None else None,
         gallery=splits.train.x[gallery_plain],
+        gallery_labels=None if splits.train.y is None else splits.train.hard_labels()[gallery_plain],
         gallery_index=gallery_index,
         known_pairs=(splits.train[known_plain], known_disguised),
         candidates=cand[mix],
@@ -258,9 +261,23 @@ def build_view(level: str, granted: frozenset[str], attack: Attack, task: Task,
     )
 
 
-def _truth(scenario: Scenario) -> scoring.Truth:
+def _truth(scenario: Scenario, label_of: str = "targets") -> scoring.Truth:
+    check_choice("attack", "label_of", label_of, LABEL_OF)
+    labels = scenario.gallery_labels if label_of == "gallery" else scenario.target_labels
     return scoring.Truth(gallery_index=scenario.gallery_index, gallery=scenario.gallery,
-                         labels=scenario.target_labels, member=scenario.member)
+                         labels=labels, member=scenario.member)
+
+
+def attack_report(attack: Attack) -> dict[str, float]:
+    """The diagnostics an attack left in ``report_``, as metrics named ``attack.<name>``."""
+    report = getattr(attack, "report_", None) or {}
+    out = {}
+    for name, value in report.items():
+        number = float(value)
+        if not math.isfinite(number):
+            raise PluginError(f"{attack.name}: report_[{name!r}] = {value!r} is not a finite number")
+        out[f"attack.{name}"] = number
+    return out
 
 
 def _error(err: BaseException) -> str:
@@ -347,7 +364,6 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
         for job in attacks:
             record(job, FAILED, {}, sizes, job.attack.build().goal, _error(err))
         return
-    truth = _truth(scenario)
     # An attack sees only what it declares, so levels that grant it nothing new share one run.
     done: dict[tuple[Spec, frozenset[str]], tuple[str, dict, str | None, float]] = {}
     for job in attacks:
@@ -364,7 +380,9 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
             try:
                 view = build_view(job.level, granted, attack, task, splits, defense, model, scenario)
                 prediction = attack.run(view, seed=cell.attack_seed(job.attack))
-                metrics, status, error = scoring.score(attack.goal, prediction, truth), OK, None
+                metrics = scoring.score(attack.goal, prediction, _truth(scenario, attack.label_of))
+                metrics.update(attack_report(attack))
+                status, error = OK, None
             except KeyboardInterrupt:
                 raise
             except Exception as err:

@@ -36,6 +36,7 @@ def test_plugin_defaults_and_params(kind, name):
     assert plugin.summary(), f"{name} needs a one-line docstring summary"
     if kind == "attack":
         assert plugin.goal in ("reidentify", "reconstruct", "label", "membership")
+        assert plugin.label_of in ("targets", "gallery")
         assert plugin.needs
 
 
@@ -100,6 +101,7 @@ def test_attack_conformance(name, toy_plan):
 
     first, second = predict(), predict()
     assert torch.equal(first, second)
-    expected = {"reidentify": (20,), "label": (20,), "membership": (len(sc.candidates),),
+    labelled = len(sc.gallery) if attack.label_of == "gallery" else 20
+    expected = {"reidentify": (20,), "label": (labelled,), "membership": (len(sc.candidates),),
                 "reconstruct": (20, *splits.train.image_shape)}[attack.goal]
     assert tuple(first.shape) == expected

@@ -44,9 +44,11 @@ def test_interrupted_run_resumes_to_the_same_records(tmp_path, toy_plan):
         assert metrics_by_key(cut) == expected
 
 
-def test_seed_canary_template_matching_against_block_rmt(tmp_path, toy_plan):
+def test_seed_canary_template_matching_against_block_rmt(tmp_path):
+    # Raw pixels: the block-norm features of feature="auto" see through orthogonal RMT at level 1.
+    raw = {**TOY_PLAN, "attacks": ["visual-reid", {"template-match": {"feature": "pixels"}}]}
     with Store(tmp_path / "r.db") as store:
-        runner.run(toy_plan, store)
+        runner.run(plan_mod.from_dict(raw), store)
         tm = {(r.defense["name"], r.level): r.metrics for r in store.records()
               if r.attack and r.attack["name"] == "template-match"}
     # Without the owner's key, re-disguising the gallery under the attacker's key is useless ...

@@ -1,0 +1,91 @@
+"""Helpers shared by several attacks: seeded training, own-key disguises, the pairs a level allows."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from benchmark.api import Data, Defense, PluginError, Task, ThreatView
+
+log = logging.getLogger("disguisebench")
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Fix torch's global generator (weight init, dropout) to ``seed`` without leaking the change."""
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
+        torch.manual_seed(seed)
+        yield
+
+
+def sub_seed(seed: int, index: int) -> int:
+    """The ``index``-th independent seed drawn from ``seed`` (own keys, shadow models, splits)."""
+    gen = torch.Generator().manual_seed(seed)
+    return int(torch.randint(0, 2**62, (index + 1,), generator=gen)[index])
+
+
+def own_key(defense: Defense, data: Data, *, seed: int) -> Defense:
+    """A fresh copy of the defense keyed by the attacker (the view's own copy stays unfitted)."""
+    return defense.clone().fit(data, seed=seed, public=data)
+
+
+def pair_up(plain: Data, disguised: Data) -> tuple[Tensor, Tensor]:
+    """(plaintext, disguised) image pairs, one row per disguised image and its first original."""
+    first = disguised.sources()[:, 0]
+    keep = first >= 0
+    return plain.x[first[keep]], disguised.x[keep]
+
+
+def owner_pairs(view: ThreatView) -> list[tuple[Tensor, Tensor]]:
+    """Pairs under the owner's key: the known pairs (level 2) and oracle disguises of the public
+    images (level 3), each where granted."""
+    out = []
+    if view.known_pairs is not None:
+        out.append(pair_up(*view.known_pairs))
+    if view.oracle is not None and view.public is not None:
+        public = view.public.without_labels()
+        out.append(pair_up(public, view.oracle(public)))
+    return out
+
+
+def training_pairs(view: ThreatView, *, seed: int, keys: int) -> tuple[Tensor, Tensor]:
+    """The (plaintext, disguised) pairs a level allows an inversion or matching attack to learn on.
+
+    Owner-key pairs when the level grants any (known pairs, oracle disguises of public images);
+    otherwise, or when the defense has no key (so any key is the owner's), the public images
+    disguised under ``keys`` keys of the attacker's own.
+    """
+    pairs = owner_pairs(view)
+    defense = view.defense
+    if defense is not None and (not pairs or defense.keyless) and view.public is not None:
+        public = view.public.without_labels()
+        for i in range(1 if defense.keyless else keys):
+            pairs.append(pair_up(public, own_key(defense, public, seed=sub_seed(seed, i))
+                                 .transform(public)))
+    if not pairs:
+        raise PluginError("no training pairs: the view grants neither pairs nor defense and public")
+    shapes = {tuple(d.shape[1:]) for _, d in pairs}
+    if len(shapes) > 1:
+        raise PluginError(f"disguised pairs of different shapes {sorted(shapes)}")
+    plain = torch.cat([p for p, _ in pairs])
+    disguised = torch.cat([d for _, d in pairs])
+    log.debug("%s: %d training pairs", view.level, len(plain))
+    return plain, disguised
+
+
+def train_model(task: Task, data: Data, *, seed: int, epochs: int, num_classes: int) -> nn.Module:
+    """Train the task's architecture with its recipe for ``epochs`` epochs (0 keeps the task's)."""
+    task = task.clone()
+    if epochs:
+        task.epochs = epochs
+    return task.train(data, seed=seed, num_classes=num_classes)
+
+
+@torch.no_grad()
+def log_probs(task: Task, model: nn.Module, x: Tensor) -> Tensor:
+    """(N, K) log class probabilities of ``model`` on ``x`` (clamped, so always finite)."""
+    return task.predict(model, x).clamp_min(1e-12).log()

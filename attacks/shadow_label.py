@@ -1,0 +1,76 @@
+"""Shadow-model label inference: learn how a disguise-trained model's outputs on plaintext reveal class."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from attacks._common import log_probs, own_key, sub_seed, train_model
+from benchmark.api import (DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, Defense,
+                           ThreatView, check_choice, check_number)
+from benchmark.registry import register
+
+
+@register("shadow-label")
+class ShadowLabel(Attack):
+    """Infer the class of the owner's plaintext images from the owner's model's outputs on them.
+
+    Threat: model misuse at level 1. The attacker disguises half the public images under keys of
+    its own, trains shadow models on them, and fits a classifier from a model's output
+    probabilities on plaintext (and on the attacker's own disguise of it) to the class, on the
+    other half: the shadows' outputs, and the owner's model's outputs, since the cloud may query
+    it on labelled public images. The classifier then labels the plaintext gallery. Design card
+    of DisguiseBench; shadow models after Shokri, Stronati, Song & Shmatikov, "Membership
+    Inference Attacks Against Machine Learning Models", 2017.
+
+    Args:
+        shadows: shadow models trained under the attacker's keys (0: the owner's model only).
+        epochs: training epochs of each shadow model.
+        query: the owner's model sees "plain" images, their "own-key" disguise, or "both".
+    """
+
+    goal = LABEL
+    label_of = "gallery"
+    needs = frozenset({MODEL, PUBLIC, GALLERY, DEFENSE})
+
+    def __init__(self, shadows: int = 1, epochs: int = 2, query: str = "both") -> None:
+        self.shadows = shadows
+        self.epochs = epochs
+        self.query = query
+
+    def validate(self) -> None:
+        check_number(self.name, "shadows", self.shadows, kind=int, low=0)
+        check_number(self.name, "epochs", self.epochs, kind=int, low=1)
+        check_choice(self.name, "query", self.query, ("plain", "own-key", "both"))
+
+    def _features(self, view: ThreatView, model: nn.Module, x: Tensor, key: Defense) -> Tensor:
+        parts = []
+        if self.query in ("plain", "both"):
+            parts.append(log_probs(view.task, model, x))
+        if self.query in ("own-key", "both"):
+            parts.append(log_probs(view.task, model, key.transform(Data(x)).x))
+        return torch.cat(parts, 1)
+
+    def run(self, view: ThreatView, *, seed: int) -> Tensor:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.validate()
+        public: Data = view.require(PUBLIC)
+        defense: Defense = view.require(DEFENSE)
+        owner = view.require(MODEL)
+        order = torch.randperm(len(public), generator=torch.Generator().manual_seed(seed))
+        shadow_set, fit_set = public[order[: len(order) // 2]], public[order[len(order) // 2:]]
+        query_key = own_key(defense, public, seed=sub_seed(seed, 0))
+        rows = [self._features(view, owner, fit_set.x, query_key)]
+        for s in range(self.shadows):
+            key = own_key(defense, shadow_set, seed=sub_seed(seed, 1 + s))
+            shadow = train_model(view.task, key.transform(shadow_set), seed=sub_seed(seed, 100 + s),
+                                 epochs=self.epochs, num_classes=view.num_classes)
+            rows.append(self._features(view, shadow, fit_set.x, query_key))
+        y = fit_set.hard_labels().repeat(len(rows))
+        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        clf.fit(torch.cat(rows).numpy(), y.numpy())
+        gallery = self._features(view, owner, view.require(GALLERY), query_key)
+        return torch.as_tensor(clf.predict(gallery.numpy()), dtype=torch.long)
