@@ -92,6 +92,11 @@ class Store:
                     created REAL NOT NULL)"""
             )
 
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where runs keep images for the leaderboard's gallery, next to the database."""
+        return self.path.with_name(self.path.stem + "-artifacts")
+
     def close(self) -> None:
         self._db.close()
 
