@@ -326,13 +326,29 @@ def plot_board(board: Board, path: Path) -> None:
 
 
 def _display(image: np.ndarray, *, rescale: bool = False) -> np.ndarray:
-    """(C, H, W) -> what imshow takes; disguised values span any range, so rescale those."""
+    """(C, H, W) -> (H, W, 3) in [0, 1]; disguised values span any range, so rescale those."""
     image = np.nan_to_num(image.astype(np.float64))
     if rescale:
         lo, hi = image.min(), image.max()
         image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
     image = image.clip(0, 1)
-    return image.transpose(1, 2, 0) if image.shape[0] == 3 else image[0]
+    return image.transpose(1, 2, 0) if image.shape[0] == 3 else np.repeat(image[:1], 3, 0).transpose(1, 2, 0)
+
+
+def _tile(image: np.ndarray, size: int) -> np.ndarray:
+    """Fit an (H, W, 3) image into a size × size tile: whole-pixel zoom (or stride) and centring."""
+    h, w = image.shape[:2]
+    if max(h, w) > size:
+        step = -(-max(h, w) // size)
+        image = image[::step, ::step]
+    else:
+        zoom = size // max(h, w)
+        image = image.repeat(zoom, 0).repeat(zoom, 1)
+    h, w = image.shape[:2]
+    tile = np.ones((size, size, 3))
+    top, left = (size - h) // 2, (size - w) // 2
+    tile[top:top + h, left:left + w] = image
+    return tile
 
 
 def _load(path: Path) -> dict[str, np.ndarray] | None:
@@ -377,23 +393,36 @@ def gallery_board(board: Board, artifacts: Path | None, path: Path,
                               for a in labels]))
     if not panels:
         return False
-    headings = ["original", "disguised\n(rescaled)"] + [textwrap.fill(a, 18) for a in labels]
-    fig = _figure(1.4 * len(headings) + 1.6, 1.45 * len(panels) + 0.5)
-    axes = fig.subplots(len(panels), len(headings), squeeze=False)
-    for r, (name, images) in enumerate(panels):
+    # One mosaic on one axes: dozens of matplotlib axes would take seconds per board.
+    cell, gap, left, top = 84, 6, 190, 46
+    headings = ["original", "disguised\n(rescaled)"] + [
+        textwrap.fill(a.replace("(", " ("), 16, break_long_words=False).replace(" (", "(")
+        for a in labels]
+    height, width = top + len(panels) * (cell + gap), left + len(headings) * (cell + gap)
+    mosaic = np.ones((height, width, 3))
+    blanks = []
+    for r, (_, images) in enumerate(panels):
         for c, image in enumerate(images):
-            ax = axes[r][c]
-            ax.set_xticks([])
-            ax.set_yticks([])
+            y, x = top + r * (cell + gap), left + c * (cell + gap)
             if image is None:
-                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+                mosaic[y:y + cell, x:x + cell] = 0.93
+                blanks.append((x + cell / 2, y + cell / 2))
             else:
-                ax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1,
-                          interpolation="nearest")
-            if r == 0:
-                ax.set_title(headings[c], fontsize=8)
-        axes[r][0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(f"{board.task} / {board.level}: reconstruction attacks", fontsize=10)
+                mosaic[y:y + cell, x:x + cell] = _tile(image, cell)
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for c, heading in enumerate(headings):
+        ax.text(left + c * (cell + gap) + cell / 2, top - 6, heading, ha="center", va="bottom",
+                fontsize=7)
+    for r, (name, _) in enumerate(panels):
+        ax.text(left - 10, top + r * (cell + gap) + cell / 2, name, ha="right", va="center",
+                fontsize=7)
+    for x, y in blanks:
+        ax.text(x, y, "n/a", ha="center", va="center", fontsize=8, color="0.4")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Software": None})
     return True
