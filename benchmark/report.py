@@ -147,14 +147,19 @@ class _Cell:
     value: float | str | None = None  # what the page sorts by; None sorts last
     title: str | None = None
     cls: str = ""
+    interval: str = ""  # "[lo, hi]", shown after the text
+
+    @property
+    def full(self) -> str:
+        return f"{self.text} {self.interval}" if self.interval else self.text
 
 
-def _fmt(value: float | None, interval: Interval | None = None) -> str:
-    if value is None:
-        return "–"
-    if interval is None:
-        return f"{value:.3f}"
-    return f"{value:.3f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _ci(interval: Interval | None) -> str:
+    return "" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
 def _attack_cell(result: AttackResult | None) -> _Cell:
@@ -166,8 +171,9 @@ def _attack_cell(result: AttackResult | None) -> _Cell:
         missing = ", ".join(result.missing)
         return _Cell("n/a", None, f"needs {missing}" if missing else None, "na")
     note = f"; also {result.failed} failed" if result.failed else ""
-    return _Cell(_fmt(result.advantage, result.interval), result.advantage,
-                 f"goal {result.goal}; seeds {', '.join(map(str, result.seeds))}{note}")
+    return _Cell(_fmt(result.advantage), result.advantage,
+                 f"goal {result.goal}; seeds {', '.join(map(str, result.seeds))}{note}",
+                 interval=_ci(result.interval))
 
 
 def _columns(board: Board) -> list[tuple[str, str, str]]:
@@ -193,9 +199,10 @@ def _cells(board: Board, row: Row, rank: int, paths: _Paths) -> list[_Cell]:
         _Cell(str(rank), rank),
         _Cell("★" if row.pareto else "", "★" if row.pareto else None),
         _Cell(row.defense, row.defense, json.dumps(row.spec["params"], sort_keys=True)),
-        _Cell(_fmt(row.privacy, row.privacy_interval), row.privacy, "; ".join(row.notes) or None),
-        _Cell(_fmt(row.utility, row.utility_interval), row.utility),
-        _Cell(_fmt(row.accuracy, row.accuracy_interval), row.accuracy),
+        _Cell(_fmt(row.privacy), row.privacy, "; ".join(row.notes) or None,
+              interval=_ci(row.privacy_interval)),
+        _Cell(_fmt(row.utility), row.utility, interval=_ci(row.utility_interval)),
+        _Cell(_fmt(row.accuracy), row.accuracy, interval=_ci(row.accuracy_interval)),
         _Cell("–" if worst is None else f"{worst.label} ({worst.advantage:.3f})",
               None if worst is None else worst.label),
         *[_attack_cell(row.attacks.get(a)) for a in board.attack_labels()],
@@ -213,7 +220,7 @@ def _markdown_table(board: Board, paths: _Paths) -> str:
     lines = ["| " + " | ".join(map(_md, headings)) + " |",
              "|" + "|".join("---" if i in (1, 2, 6) else "--:" for i in range(len(headings))) + "|"]
     for rank, row in enumerate(board.rows, 1):
-        cells = [c.text for c in _cells(board, row, rank, paths)]
+        cells = [c.full for c in _cells(board, row, rank, paths)]
         cells[2] = f"[{_md(row.defense)}]({paths.entries[row.defense]})"
         lines.append("| " + " | ".join(_md(c) if i != 2 else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines)
