@@ -333,9 +333,10 @@ def plot_board(board: Board, path: Path) -> None:
 
 
 def _display(image: np.ndarray, *, rescale: bool = False) -> np.ndarray:
-    """(C, H, W) -> (H, W, 3) in [0, 1]; disguised values span any range, so rescale those."""
+    """(C, H, W) -> (H, W, 3) in [0, 1]. Disguised values may span any range: with ``rescale``,
+    an image outside [0, 1] is stretched min-to-max to show its structure."""
     image = np.nan_to_num(image.astype(np.float64))
-    if rescale:
+    if rescale and (image.min() < 0 or image.max() > 1):
         lo, hi = image.min(), image.max()
         image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
     image = image.clip(0, 1)
@@ -402,7 +403,7 @@ def gallery_board(board: Board, artifacts: Path | None, path: Path,
         return False
     # One mosaic on one axes: dozens of matplotlib axes would take seconds per board.
     cell, gap, left, top = 84, 6, 190, 46
-    headings = ["original", "disguised\n(rescaled)"] + [
+    headings = ["original", "disguised"] + [
         textwrap.fill(a.replace("(", " ("), 16, break_long_words=False).replace(" (", "(")
         for a in labels]
     height, width = top + len(panels) * (cell + gap), left + len(headings) * (cell + gap)
