@@ -187,13 +187,13 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
         ("utility", "number", "accuracy / accuracy of the undisguised (none) model"),
         ("accuracy", "number", "test accuracy of the model trained on disguised images"),
         ("worst attack", "text", "the attack with the largest advantage"),
-        *[(f"{a}", "number", f"advantage of {a}: 0 = chance, 1 = always right") for a in attacks],
+        *[(a, "number", f"advantage of {a}: 0 = chance, 1 = always right") for a in attacks],
         ("failed", "number", "attack records that raised; excluded from privacy"),
         ("n/a", "number", "attack records needing more than this level grants"),
     ]
 
 
-def _cells(board: Board, row: Row, rank: int, paths: _Paths) -> list[_Cell]:
+def _cells(board: Board, row: Row, rank: int) -> list[_Cell]:
     worst = row.attacks.get(row.worst_attack) if row.worst_attack else None
     return [
         _Cell(str(rank), rank),
@@ -220,7 +220,7 @@ def _markdown_table(board: Board, paths: _Paths) -> str:
     lines = ["| " + " | ".join(map(_md, headings)) + " |",
              "|" + "|".join("---" if i in (1, 2, 6) else "--:" for i in range(len(headings))) + "|"]
     for rank, row in enumerate(board.rows, 1):
-        cells = [c.full for c in _cells(board, row, rank, paths)]
+        cells = [c.full for c in _cells(board, row, rank)]
         cells[2] = f"[{_md(row.defense)}]({paths.entries[row.defense]})"
         lines.append("| " + " | ".join(_md(c) if i != 2 else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines)
@@ -271,7 +271,10 @@ def _readme(boards: list[Board], paths: list[_Paths], galleries: list[bool], n_r
         else:
             parts += ["_No reconstruction attack kept images for this board, so it has no "
                       "gallery._", ""]
-    parts += ["## Manifest", ""]
+    if not boards:
+        parts += [f"_No results yet: run `{REGENERATE}`._", ""]
+    if manifest:
+        parts += ["## Manifest", ""]
     for key, values in manifest.items():
         parts.append(f"- {key}: {', '.join(f'`{v}`' for v in values)}")
     latest = _dates(boards)
@@ -450,7 +453,7 @@ def _html(boards: list[Board], paths: list[_Paths], galleries: list[bool],
     for i, (board, p, has_gallery) in enumerate(zip(boards, paths, galleries)):
         rows = []
         for rank, row in enumerate(board.rows, 1):
-            cells = _cells(board, row, rank, p)
+            cells = _cells(board, row, rank)
             rows.append({"cells": cells, "entry": p.entries[row.defense], "pareto": row.pareto})
         views.append({
             "id": f"board-{i + 1}", "task": board.task, "level": board.level,
