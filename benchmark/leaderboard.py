@@ -24,7 +24,6 @@ Intervals (95 %):
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from collections import defaultdict
 from collections.abc import Iterable
@@ -44,23 +43,17 @@ _PER_RECORD_META = frozenset({"wall_seconds", "granted", "missing", "artifact", 
 Interval = tuple[float, float]
 
 
-@functools.lru_cache(maxsize=None)
-def _label(kind: str, key: str) -> str:
+def spec_label(kind: str, spec: dict) -> str:
+    """The display name of a stored spec: the registry label, or every parameter if unregistered."""
     from benchmark import registry
     from benchmark.api import PluginError
 
-    spec = json.loads(key)
     try:
         return registry.create(kind, spec["name"], spec["params"]).label()
     except PluginError:  # a plugin not installed here, or a spec from another version
         pass
     params = ", ".join(f"{k}={v}" for k, v in spec["params"].items())
     return f"{spec['name']}({params})" if params else spec["name"]
-
-
-def spec_label(kind: str, spec: dict) -> str:
-    """The display name of a stored spec: the registry label, or every parameter if unregistered."""
-    return _label(kind, _key(spec))
 
 
 def _key(spec: dict) -> str:
@@ -199,6 +192,7 @@ class _Attack:
     """What the records say about one attack in one (task, level, defense)."""
 
     spec: dict
+    label: str
     goal: str | None = None
     ok: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)  # seed -> metrics
     artifacts: dict[int, str] = dataclasses.field(default_factory=dict)
@@ -213,7 +207,7 @@ def _attack_results(collected: dict[str, _Attack], resamples: int
     """Per-attack results with intervals, and the privacy interval of the worst case."""
     results: dict[str, AttackResult] = {}
     for a in collected.values():
-        label = spec_label("attack", a.spec)
+        label = a.label
         seeds = sorted(a.ok)
         scalars = defaultdict(list)
         for s in seeds:
@@ -231,7 +225,7 @@ def _attack_results(collected: dict[str, _Attack], resamples: int
     rng = np.random.default_rng(BOOTSTRAP_SEED)
     draws: dict[str, list[np.ndarray]] = defaultdict(list)
     notes = []
-    by_label = {spec_label("attack", a.spec): a for a in collected.values()}
+    by_label = {a.label: a for a in collected.values()}
     all_seeds = sorted({s for a in collected.values() for s in a.ok})
     fixed = set()
     for s in all_seeds:
@@ -297,6 +291,7 @@ def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[
     cell_seeds: dict[tuple[str, str, str], set[int]] = defaultdict(set)
     levels: dict[str, set[str]] = defaultdict(set)
     defenses: dict[str, set[str]] = defaultdict(set)
+    labels: dict[str, str] = {}
 
     for rec in records:
         t, d = _key(rec.task), _key(rec.defense)
@@ -312,7 +307,17 @@ def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[
             continue
         levels[t].add(rec.level)
         cell = (t, rec.level, d)
-        a = cells[cell].setdefault(_key(rec.attack), _Attack(spec=rec.attack))
+        key = _key(rec.attack)
+        a = cells[cell].get(key)
+        if a is None:
+            if key not in labels:
+                label = spec_label("attack", rec.attack)
+                if label in labels.values():  # two specs, one display name: keep both apart
+                    from benchmark.plan import spec_hash
+
+                    label = f"{label} #{spec_hash(rec.attack)[:6]}"
+                labels[key] = label
+            a = cells[cell][key] = _Attack(spec=rec.attack, label=labels[key])
         a.goal = a.goal or rec.goal
         if rec.status == OK:
             a.ok[rec.seed] = rec.metrics
