@@ -89,6 +89,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    import time
+
+    from benchmark import leaderboard, report
+    from benchmark.store import Store
+
+    if not os.path.exists(args.db):
+        raise PluginError(f"no results database at {args.db!r}; run `disguisebench run` first")
+    start = time.perf_counter()
+    with Store(args.db) as store:
+        records = list(store.records())
+        artifacts = store.artifacts_dir
+    boards = leaderboard.aggregate(records)
+    written = report.write(boards, args.out, artifacts=artifacts, n_records=len(records))
+    entries = sum(p.suffix == ".json" for p in written)
+    print(f"{len(boards)} board(s), {entries} entr{'y' if entries == 1 else 'ies'} from "
+          f"{len(records)} record(s) written to {args.out} in {time.perf_counter() - start:.1f} s; "
+          f"open {os.path.join(args.out, 'index.html')}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark.store import DEFAULT_DB
 
@@ -125,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print the boards of a results database")
     p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("leaderboard", help="write the leaderboard folder: JSON entries, "
+                                           "README.md, plots, galleries and index.html")
+    p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
+    p.add_argument("--out", default="leaderboard", help="output folder (default %(default)s)")
+    p.set_defaults(func=_cmd_leaderboard)
     return parser
 
 

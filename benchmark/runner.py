@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
 import functools
 import hashlib
 import logging
 import math
+import os
 import platform
 import subprocess
 import time
@@ -26,13 +28,17 @@ import torch
 from benchmark import scoring
 from benchmark.api import (
     DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LABEL_OF, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC,
-    TARGETS, Attack, Data, Defense, PluginError, Splits, Task, ThreatView, check_choice,
+    RECONSTRUCT, TARGETS, Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
+    check_choice,
 )
 from benchmark.cache import ModelCache
 from benchmark.plan import Plan, Spec, spec_hash
 from benchmark.store import FAILED, NOT_APPLICABLE, OK, Record, Store
 
 log = logging.getLogger("disguisebench")
+
+# Targets of a reconstruct-goal attack whose images are kept for the leaderboard's gallery.
+GALLERY_TARGETS = 4
 
 
 def derive_seed(seed: int, *roles: str) -> int:
@@ -109,21 +115,48 @@ def _git_commit() -> str | None:
 
 
 def manifest() -> dict[str, Any]:
-    """What reproducing a record needs: versions, commit, hardware."""
+    """What reproducing a record needs: versions, commit, hardware, date."""
     import numpy
+    import torchvision
 
     from benchmark import __version__
 
+    cuda = torch.cuda.is_available()
     return {
         "disguisebench": __version__,
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": "cuda" if cuda else "cpu",
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
         "machine": platform.machine(),
+        "cpus": os.cpu_count(),
         "threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def save_gallery(folder: Path, name: str, scenario: Scenario, prediction: torch.Tensor) -> str:
+    """Keep the first targets' original, disguised image and reconstruction for the gallery.
+
+    Only images are written (never the defense, so never its key), as plain float32 arrays that
+    load with ``numpy.load(..., allow_pickle=False)``. Returns the file name inside ``folder``.
+    """
+    import numpy
+
+    n = min(GALLERY_TARGETS, len(scenario.targets))
+    arrays = {
+        "original": scenario.gallery[scenario.gallery_index[:n, 0]],
+        "disguised": scenario.targets.x[:n],
+        "reconstruction": prediction[:n].detach().cpu(),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    filename = f"{name}.npz"
+    numpy.savez_compressed(folder / filename,
+                           **{key: a.float().numpy() for key, a in arrays.items()})
+    return filename
 
 
 @dataclasses.dataclass
@@ -303,11 +336,16 @@ def train_or_load(task: Task, cell: Cell, disguised: Data, splits: Splits, seed:
 
 
 def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], None], *,
-             verbose: bool = False, cache_dir: str | None = None) -> None:
-    """Produce the records in ``todo`` for one cell, emitting each as soon as it is finished."""
+             verbose: bool = False, cache_dir: str | None = None,
+             artifacts: str | Path | None = None) -> None:
+    """Produce the records in ``todo`` for one cell, emitting each as soon as it is finished.
+
+    With ``cache_dir``, trained models are cached there; with ``artifacts``, reconstruct-goal
+    attacks keep a few targets' images there (the leaderboard's gallery).
+    """
     seeds = cell.seeds()
     base = {"task": cell.task.canonical(), "defense": cell.defense.canonical(), "seed": cell.seed}
-    info = manifest()
+    info = {**manifest(), "plan_hash": plan.digest()}
 
     def record(job: Job, status: str, metrics: dict, meta: dict, goal: str | None = None,
                error: str | None = None) -> None:
@@ -346,7 +384,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
     attacks = [job for job in todo if job.attack is not None]
     for job in todo:
         if job.attack is None:
-            record(job, OK, {"accuracy": accuracy},
+            record(job, OK, {"accuracy": accuracy, "n_test": len(test)},
                    {"wall_seconds": cell_seconds, "train_seconds": train_seconds,
                     "model_cached": cached})
     if not attacks:
@@ -365,7 +403,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
             record(job, FAILED, {}, sizes, job.attack.build().goal, _error(err))
         return
     # An attack sees only what it declares, so levels that grant it nothing new share one run.
-    done: dict[tuple[Spec, frozenset[str]], tuple[str, dict, str | None, float]] = {}
+    done: dict[tuple[Spec, frozenset[str]], tuple[str, dict, str | None, float, dict]] = {}
     for job in attacks:
         attack: Attack = job.attack.build()
         level_caps = LEVELS[job.level]
@@ -377,6 +415,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
         memo = (job.attack, granted)
         if memo not in done:
             t0 = time.perf_counter()
+            extra: dict[str, Any] = {}
             try:
                 view = build_view(job.level, granted, attack, task, splits, defense, model, scenario)
                 prediction = attack.run(view, seed=cell.attack_seed(job.attack))
@@ -389,10 +428,17 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
                 log.warning("attack %s on %s at %s failed: %s", job.attack, cell.defense,
                             job.level, _error(err))
                 metrics, status, error = {}, FAILED, _error(err)
-            done[memo] = (status, metrics, error, time.perf_counter() - t0)
-        status, metrics, error, seconds = done[memo]
+            if status == OK and attack.goal == RECONSTRUCT and artifacts is not None:
+                try:
+                    extra["artifact"] = save_gallery(Path(artifacts), job.key, scenario,
+                                                       prediction)
+                except OSError as err:  # the gallery is a nicety; the score stands without it
+                    log.warning("could not keep gallery images in %s: %s", artifacts, err)
+            done[memo] = (status, metrics, error, time.perf_counter() - t0, extra)
+        status, metrics, error, seconds, extra = done[memo]
         record(job, status, metrics,
-               {"wall_seconds": seconds, "granted": sorted(granted), **sizes}, attack.goal, error)
+               {"wall_seconds": seconds, "granted": sorted(granted), **sizes, **extra},
+               attack.goal, error)
 
 
 @dataclasses.dataclass
@@ -450,7 +496,8 @@ def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = Fal
         bar.update(1)
 
     options = {"verbose": verbose,
-               "cache_dir": str(store.path.parent / "models") if cache else None}
+               "cache_dir": str(store.path.parent / "models") if cache else None,
+               "artifacts": str(store.artifacts_dir)}
     try:
         (executor or InProcess()).run(plan, todo_cells, emit, cell_done, options)
     finally:

@@ -1,12 +1,16 @@
 """Turn an attack's prediction into success, chance and advantage (DESIGN §4).
 
 The truth never enters the attack: the runner keeps it and hands it here with the prediction.
+Besides the scalar metrics, each scorer returns what the leaderboard needs to bootstrap over
+targets: ``per_target`` (1 where the attack succeeded on that target, else 0) for the hit-counting
+goals, and the ``scores`` with their ``member`` flags for ``membership``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,16 +64,18 @@ def _chance(gallery_index: Tensor, gallery_size: int) -> float:
     return float((gallery_index >= 0).sum(1).float().mean()) / gallery_size
 
 
-def score_reidentify(prediction: Tensor, truth: Truth) -> dict[str, float]:
+def score_reidentify(prediction: Tensor, truth: Truth) -> dict[str, Any]:
     gi, g = truth.gallery_index, truth.gallery
     pred = _check(prediction, (gi.shape[0],), "reidentify")
     if pred.is_floating_point():
         raise PluginError("reidentify: the attack must return integer gallery indices")
     if len(pred) and (int(pred.min()) < 0 or int(pred.max()) >= len(g)):
         raise PluginError(f"reidentify: gallery indices must lie in [0, {len(g) - 1}]")
-    success = float(_hits(pred, gi).float().mean())
+    hits = _hits(pred, gi)
+    success = float(hits.float().mean())
     chance = _chance(gi, len(g))
-    return {"success": success, "chance": chance, "advantage": advantage(success, chance)}
+    return {"success": success, "chance": chance, "advantage": advantage(success, chance),
+            "per_target": hits.int().tolist()}
 
 
 def ssim(a: Tensor, b: Tensor, *, window: int = 7) -> Tensor:
@@ -94,11 +100,12 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
     return 10 * torch.log10(1.0 / mse)
 
 
-def score_reconstruct(prediction: Tensor, truth: Truth) -> dict[str, float]:
+def score_reconstruct(prediction: Tensor, truth: Truth) -> dict[str, Any]:
     gi, g = truth.gallery_index, truth.gallery
     pred = _check(prediction, (gi.shape[0], *g.shape[1:]), "reconstruct").float()
     nearest = torch.cdist(pred.flatten(1), g.flatten(1)).argmin(1)
-    success = float(_hits(nearest, gi).float().mean())
+    hits = _hits(nearest, gi)
+    success = float(hits.float().mean())
     chance = _chance(gi, len(g))
     # Quality against the best-matching original of each target.
     clipped = pred.clamp(0, 1)
@@ -112,17 +119,20 @@ def score_reconstruct(prediction: Tensor, truth: Truth) -> dict[str, float]:
         "success": success, "chance": chance, "advantage": advantage(success, chance),
         "ssim": float(torch.stack(ssims).max(0).values.mean()),
         "psnr": float(torch.stack(psnrs).max(0).values.mean()),
+        "per_target": hits.int().tolist(),
     }
 
 
-def score_label(prediction: Tensor, truth: Truth) -> dict[str, float]:
+def score_label(prediction: Tensor, truth: Truth) -> dict[str, Any]:
     labels = truth.labels
     pred = _check(prediction, (labels.shape[0],), "label")
     if pred.is_floating_point():
         raise PluginError("label: the attack must return integer class indices")
-    success = float((pred == labels).float().mean())
+    hits = pred == labels
+    success = float(hits.float().mean())
     chance = float(torch.bincount(labels).max()) / len(labels)
-    return {"success": success, "chance": chance, "advantage": advantage(success, chance)}
+    return {"success": success, "chance": chance, "advantage": advantage(success, chance),
+            "per_target": hits.int().tolist()}
 
 
 def roc_auc(scores: Tensor, member: Tensor) -> float:
@@ -143,12 +153,13 @@ def tpr_at_fpr(scores: Tensor, member: Tensor, fpr: float = 0.01) -> float:
     return float((scores[member].double() > threshold).double().mean())
 
 
-def score_membership(prediction: Tensor, truth: Truth) -> dict[str, float]:
+def score_membership(prediction: Tensor, truth: Truth) -> dict[str, Any]:
     member = truth.member.bool()
     pred = _check(prediction, (member.shape[0],), "membership").double()
     auc = roc_auc(pred, member)
     return {"success": auc, "chance": 0.5, "advantage": advantage(auc, 0.5),
-            "tpr_at_1pct_fpr": tpr_at_fpr(pred, member)}
+            "tpr_at_1pct_fpr": tpr_at_fpr(pred, member),
+            "scores": pred.tolist(), "member": member.int().tolist()}
 
 
 SCORERS = {
@@ -159,7 +170,7 @@ SCORERS = {
 }
 
 
-def score(goal: str, prediction: Tensor, truth: Truth) -> dict[str, float]:
+def score(goal: str, prediction: Tensor, truth: Truth) -> dict[str, Any]:
     if goal not in SCORERS:
         raise PluginError(f"unknown goal {goal!r}; expected one of {', '.join(SCORERS)}")
     return SCORERS[goal](prediction, truth)

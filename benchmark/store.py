@@ -110,6 +110,11 @@ class Store:
     def schema_version(self) -> int:
         return self._db.execute("SELECT version FROM schema").fetchone()[0]
 
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where runs keep images for the leaderboard's gallery, next to the database."""
+        return self.path.with_name(self.path.stem + "-artifacts")
+
     def close(self) -> None:
         self._db.close()
 
