@@ -16,7 +16,8 @@ A plan file looks like::
 
 Each plugin entry is a registry name, or a one-key mapping from the name to its parameters. A
 parameter whose value is a list is a sweep; the cross product of all swept parameters expands
-into one spec each. Wrap a literal list parameter as ``{value: [...]}``.
+into one spec each. Wrap a literal list parameter as ``{value: [...]}``. ``attacks: all`` (or
+``defenses: all``) names every registered plugin of that kind with its defaults.
 """
 
 from __future__ import annotations
@@ -125,6 +126,8 @@ def _expand(kind: str, entry: Any, where: str) -> list[Spec]:
 
 
 def _specs(kind: str, entries: Any, where: str) -> tuple[Spec, ...]:
+    if entries == "all":
+        entries = registry.names(kind)
     if isinstance(entries, (str, dict)):
         entries = [entries]
     if not isinstance(entries, list) or not entries:

@@ -78,3 +78,10 @@ def test_override_replaces_lists():
     assert new.seeds == (1, 2) and new.levels == ("level-3",)
     with pytest.raises(PlanError, match="--seeds must be comma-separated integers"):
         plan_mod.override(plan, seeds="a")
+
+
+def test_all_names_every_registered_attack():
+    from benchmark import registry
+
+    plan = plan_mod.from_dict(base(attacks="all"))
+    assert [s.name for s in plan.attacks] == registry.names("attack")
