@@ -42,8 +42,10 @@ class BlockScramble(Defense):
     ELE (the default), Madono, Tanaka, Onishi, Ogawa, "Block-wise Scrambled Image Recognition
     Using Adaptation Network", AAAI-WS 2020: as LE with ``block_scramble=True, key_scope="block"``.
     EtC, Kurihara, Kikuchi, Imaizumi, Shiota, Kiya, "An Encryption-then-Compression System for
-    JPEG/Motion JPEG Standard", 2015, and Chuman, Sirichotedumrong, Kiya, "Encryption-Then-
-    Compression Systems Using Grayscale-Based Image Encryption for JPEG Images", IEEE TIFS 2019:
+    JPEG/Motion JPEG Standard", IEICE Trans. Fundamentals 2015 (block scrambling, rotation and
+    inversion, negative-positive transform and colour component shuffling per block, as analysed
+    by Chuman, Kurihara, Kiya, "On the Security of Block Scrambling-Based EtC Systems against
+    Extended Jigsaw Puzzle Solver Attacks", IEICE Trans. Inf. & Syst. 2018):
     ``block_scramble=True, pixel_shuffle=False, split_bits=False, rotate_flip=True,
     negative_positive="block", channel_shuffle=True, key_scope="block"``.
     The per-position operations are applied at the output block positions after scrambling; the

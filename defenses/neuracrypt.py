@@ -33,9 +33,10 @@ class NeuraCrypt(Defense):
 
     Secret: the network's weights and positional embedding, drawn from the key (the owner keeps
     the network; the cloud sees encodings and labels), and the per-image patch orders. Targets
-    recovery, re-identification and model reuse by the cloud. Yala, Esfahanian, Milani, Nguyen,
-    Kraska, Barzilay, "NeuraCrypt: Hiding Private Health Data via Random Neural Networks for
-    Public Training", 2021; reference code github.com/yala/NeuraCrypt.
+    recovery, re-identification and model reuse by the cloud. Yala, Esfahanizadeh, D'Oliveira,
+    Duffy, Ghobadi, Jaakkola, Vaikuntanathan, Barzilay, Médard, "NeuraCrypt: Hiding Private Health
+    Data via Random Neural Networks for Public Training", arXiv 2106.02484, 2021; reference code
+    github.com/yala/NeuraCrypt.
     Layout: the reference encoder hands a ViT an unordered set of patch vectors (N, P, D). Our
     tasks train an unmodified image model built from ``data.image_shape``, so the encoding is
     returned as an image (N, D, H/p, W/p): the D features of each patch are channels and the
@@ -47,9 +48,10 @@ class NeuraCrypt(Defense):
     frozen, so an image's encoding does not depend on the batch it is encoded with.
 
     Args:
-        patch: patch side p in pixels (kernel and stride of the first convolution).
-        width: feature channels D of every layer (the paper uses 2048 on 256×256 x-rays).
-        depth: number of 1×1 convolution + normalisation + ReLU layers (the paper uses 4).
+        patch: patch side p in pixels, kernel and stride of the first convolution (the reference
+            configuration uses 16 on 256×256 x-rays; 4 divides both 28 and 32).
+        width: feature channels D of every layer (the reference configuration uses 2048).
+        depth: number of 1×1 convolution + normalisation + ReLU layers (the reference uses 4).
         shuffle: "image" (a fresh patch order per image, the paper) or "none".
         padding: "error" when p does not divide the image side, or "edge" (replicate edge pixels).
     """

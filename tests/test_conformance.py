@@ -54,6 +54,8 @@ def test_defense_conformance(name, channels):
         assert int(out.source.min()) >= -1 and int(out.source.max()) < len(data)
         assert set(out.source[out.source >= 0].tolist()) == set(range(len(data)))
     assert torch.isfinite(out.x).all()
+    # the trained model can be evaluated on what the owner feeds it at test time
+    assert a.test_inputs(data).image_shape == out.image_shape
     # deterministic for a key
     b = registry.create("defense", name).fit(data, seed=1)
     assert torch.equal(b.transform(data).x, out.x)

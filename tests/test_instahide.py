@@ -162,7 +162,7 @@ def test_training_asks_for_every_epoch_including_the_first():
 def test_runner_trains_on_soft_labels_and_scores_mixed_targets(tmp_path):
     plan = plan_mod.from_dict({
         "name": "instahide", "seeds": [0], "n_targets": 20, "n_known": 10, "levels": ["level-1"],
-        "tasks": [{"toy": {"epochs": 3}}],
+        "tasks": [{"toy": {"epochs": 3, "model": "paper-cnn"}}],
         "defenses": [{"instahide": {"encodings_per_image": 3}}],
         "attacks": ["template-match"],
     })
