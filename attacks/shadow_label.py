@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attacks._common import log_probs, own_key, sub_seed, train_model
+from attacks._common import log_probs, own_key, seeded, sub_seed, train_model
 from benchmark.api import (DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, Defense,
                            ThreatView, check_choice, check_number)
 from benchmark.registry import register
@@ -19,7 +19,9 @@ class ShadowLabel(Attack):
     its own, trains shadow models on them, and fits a classifier from a model's output
     probabilities on plaintext (and on the attacker's own disguise of it) to the class, on the
     other half: the shadows' outputs, and the owner's model's outputs, since the cloud may query
-    it on labelled public images. The classifier then labels the plaintext gallery. Design card
+    it on labelled public images. The classifier then labels the plaintext gallery. A probe on
+    any network's outputs labels some images, so ``probe_owner`` and ``probe_untrained`` report
+    held-out public accuracy of the probe on the owner's model and on an untrained one. Design card
     of DisguiseBench; shadow models after Shokri, Stronati, Song & Shmatikov, "Membership
     Inference Attacks Against Machine Learning Models", 2017.
 
@@ -72,5 +74,28 @@ class ShadowLabel(Attack):
         y = fit_set.hard_labels().repeat(len(rows))
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         clf.fit(torch.cat(rows).numpy(), y.numpy())
+        self.report_ = self._probe_baselines(view, rows[0], fit_set, query_key, seed)
         gallery = self._features(view, owner, view.require(GALLERY), query_key)
         return torch.as_tensor(clf.predict(gallery.numpy()), dtype=torch.long)
+
+    def _probe_baselines(self, view: ThreatView, owner_rows: Tensor, fit_set: Data,
+                         query_key: Defense, seed: int) -> dict[str, float]:
+        """Held-out public accuracy of a probe on the owner's model's outputs, and of the same
+        probe on an untrained network of the task's architecture: any network's outputs carry
+        some class information, and the gap is what the owner's model adds."""
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        with seeded(sub_seed(seed, 300)):
+            untrained = view.task.build_model(fit_set.image_shape, view.num_classes).eval()
+        if hasattr(untrained, "standardize"):
+            untrained.standardize.fit(fit_set.x)
+        y, half = fit_set.hard_labels().numpy(), len(fit_set) // 2
+        out = {}
+        for name, rows in (("probe_owner", owner_rows),
+                           ("probe_untrained", self._features(view, untrained, fit_set.x, query_key))):
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+            clf.fit(rows[:half].numpy(), y[:half])
+            out[name] = float((clf.predict(rows[half:].numpy()) == y[half:]).mean())
+        return out

@@ -174,3 +174,9 @@ def test_gallery_truth_has_one_label_per_gallery_image():
         runner._truth(sc, "plaintext")
     with pytest.raises(PluginError, match=r"expected \(60,\)"):
         scoring.score("label", torch.zeros(30, dtype=torch.long), truth)
+
+
+def test_shadow_label_reports_its_probe_against_an_untrained_network():
+    _, plain = attack_on("shadow-label", "level-1", attack_params={"shadows": 0})
+    assert plain["attack.probe_owner"] >= 0.9
+    assert 0 <= plain["attack.probe_untrained"] <= 1
