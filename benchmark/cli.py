@@ -72,6 +72,39 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(pairs: Sequence[str] | None) -> dict:
+    import yaml
+
+    params = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise PluginError(f"--set expects NAME=VALUE, got {pair!r}")
+        params[name] = yaml.safe_load(value)
+    return params
+
+
+def _cmd_disguise(args: argparse.Namespace) -> int:
+    from benchmark import owner
+
+    if args.set and not args.defense:
+        raise PluginError("--set needs --defense")
+    params = _parse_sets(args.set) if args.defense else None
+    out = owner.disguise(args.input, args.out, args.key, args.defense, params)
+    print(f"wrote {out}; keep {args.key} secret: undisguising and new images need it",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_undisguise(args: argparse.Namespace) -> int:
+    from benchmark import owner
+
+    out = owner.undisguise(args.input, args.out, args.key, png=args.png)
+    print(f"wrote {out}" + (f" and {out.with_suffix('')}/*.png" if args.png else ""),
+          file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark.store import DEFAULT_DB
 
@@ -99,6 +132,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="print the boards of a results database")
     p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
     p.set_defaults(func=_cmd_show)
+
+    p = sub.add_parser("disguise", help="disguise an image folder or .npz under a key file")
+    p.add_argument("--defense", help="defense name (needed to draw a new key)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="a defense hyperparameter, repeatable (--set block=4 --set sigma=25)")
+    p.add_argument("--in", dest="input", required=True, help="image folder or .npz (x, y)")
+    p.add_argument("--out", required=True, help="folder for the disguised .npz")
+    p.add_argument("--key", required=True,
+                   help="key file: drawn and written (mode 0600) if absent, re-used if present")
+    p.set_defaults(func=_cmd_disguise)
+
+    p = sub.add_parser("undisguise", help="undo a disguise with its key file (noise stays)")
+    p.add_argument("--in", dest="input", required=True, help=".npz written by disguise")
+    p.add_argument("--out", required=True, help="folder for the recovered .npz")
+    p.add_argument("--key", required=True, help="the key file the images were disguised with")
+    p.add_argument("--png", action="store_true", help="also write the images as PNG files")
+    p.set_defaults(func=_cmd_undisguise)
     return parser
 
 
