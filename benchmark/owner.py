@@ -116,10 +116,16 @@ def defense_for_key(path: str | os.PathLike, name: str | None,
     spec, state = read_key(path)
     stored = registry.create("defense", spec["name"], spec["params"])
     if name is not None:
-        wanted = registry.create("defense", name, params)
-        if wanted.spec() != stored.spec():
-            raise PluginError(f"key file {str(path)!r} belongs to {stored.label()}, not "
-                              f"{wanted.label()}; use a new key file for another defense")
+        wanted = registry.create("defense", name, params).spec()
+        if wanted["name"] != stored.name:
+            raise PluginError(f"key file {str(path)!r} belongs to defense {stored.name!r}, not "
+                              f"{wanted['name']!r}; use a new key file for another defense")
+        differ = [k for k in wanted["params"] if wanted["params"][k] != stored.get_params()[k]]
+        if differ:
+            have = ", ".join(f"{k}={stored.get_params()[k]!r}" for k in differ)
+            want = ", ".join(f"{k}={wanted['params'][k]!r}" for k in differ)
+            raise PluginError(f"key file {str(path)!r} belongs to {stored.name} with {have}, not "
+                              f"{want}; use a new key file for other hyperparameters")
     return stored.load_secret_state(state)
 
 
