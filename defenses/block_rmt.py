@@ -20,7 +20,9 @@ class BlockRMT(Defense):
 
     Secret: one k×k matrix per block position (shared by all images and channels), the block
     permutation, and the noise seed. Targets visual re-identification and model misuse by the
-    cloud (level 1); the authors concede known plaintext pairs (level 2) break it.
+    cloud (level 1); the authors concede known plaintext pairs (level 2) break it. Outputs are
+    real-valued and not clipped. Noise and per-image permutations are fresh per image, drawn from
+    the key and the batch's content, so the same batch under the same key disguises alike.
     Sharma & Chen, "Disguised-Nets: Image Disguising for Privacy-preserving Outsourced Deep
     Learning", 2019; Sharma, Gu & Chen, "A Comparative Study of Image Disguising Methods for
     Confidential Outsourced Learning", 2023.
@@ -33,7 +35,8 @@ class BlockRMT(Defense):
             "image" (a fresh permutation per image).
         noise: "uniform" on [0, sigma) or "gaussian" with standard deviation sigma.
         sigma: noise scale in 0-255 pixel units (0 disables noise).
-        noise_stage: "after" RMT and permutation (2019 paper) or "before" RMT (later code).
+        noise_stage: "after" RMT and permutation (2019 paper) or "before" RMT (later code, which
+            adds small integer noise / 255 there).
         padding: "error" when k does not divide the image side, or "edge" (replicate edge pixels).
     """
 
