@@ -14,6 +14,10 @@ from defenses._blocks import (
 CHUNK = 16  # bytes in one AES block
 
 
+def _to_bytes(x: Tensor) -> Tensor:
+    return (x * 255).round_().clamp_(0, 255).to(torch.uint8)
+
+
 @register("block-aes")
 class BlockAES(Defense):
     """Encrypt every k×k block's pixel bytes with AES-128-ECB under a secret key.
@@ -62,12 +66,11 @@ class BlockAES(Defense):
         self.validate()
         x = pad_to_blocks(x, self.block, self.name, self.padding)
         k, m = self.block, self.cipher_side
-        blocks = to_blocks(x, k)
+        blocks = to_blocks(_to_bytes(x), k)
         if m != k:
             up = (torch.arange(m) * k) // m  # nearest neighbour, k -> m
             blocks = blocks[..., up, :][..., up]
-        data = (blocks * 255).round().to(torch.uint8)
-        return data.reshape(*blocks.shape[:3], m * m // CHUNK, CHUNK)
+        return blocks.reshape(*blocks.shape[:3], m * m // CHUNK, CHUNK)
 
     def image_from_plaintext(self, chunks: Tensor, image_shape: tuple[int, int, int]) -> Tensor:
         """Inverse of ``plaintext_chunks``: pixels (N, C, H, W) = bytes / 255."""
@@ -77,23 +80,22 @@ class BlockAES(Defense):
         if m != k:
             down = (torch.arange(k) * m + k - 1) // k  # one upsampled copy of each source pixel
             blocks = blocks[..., down, :][..., down]
-        blocks = blocks.float() / 255
         h, w = (padded_size(self.name, side, k, self.padding) for side in image_shape[1:])
-        return from_blocks(blocks, h, w)[..., :image_shape[1], :image_shape[2]].contiguous()
+        x = from_blocks(blocks, h, w)[..., :image_shape[1], :image_shape[2]]
+        return x.float().div_(255)
 
     def ciphertext_chunks(self, x: Tensor) -> Tensor:
         """Disguised images -> their ciphertext bytes, uint8 (N, C, P, m·m/16, 16)."""
         m = self.cipher_side
-        blocks = to_blocks(x, m)
-        data = (blocks * 255).round().clamp(0, 255).to(torch.uint8)
-        return data.reshape(*blocks.shape[:3], m * m // CHUNK, CHUNK)
+        blocks = to_blocks(_to_bytes(x), m)
+        return blocks.reshape(*blocks.shape[:3], m * m // CHUNK, CHUNK)
 
     def image_from_ciphertext(self, chunks: Tensor, image_shape: tuple[int, int, int]) -> Tensor:
         m, k = self.cipher_side, self.block
         n, c, p = chunks.shape[:3]
         h, w = ((padded_size(self.name, side, k, self.padding) // k) * m
                 for side in image_shape[1:])
-        return from_blocks(chunks.reshape(n, c, p, m, m).float() / 255, h, w)
+        return from_blocks(chunks.reshape(n, c, p, m, m), h, w).float().div_(255)
 
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         _, _, h, w = data.x.shape
