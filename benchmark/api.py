@@ -126,10 +126,11 @@ def check_images(data: Data, *, what: str = "images") -> None:
         raise PluginError(f"{what}: empty dataset (0 images)")
     if x.dtype != torch.float32:
         raise PluginError(f"{what}: expected float32 pixels in [0, 1], got dtype {x.dtype}")
-    if not torch.isfinite(x).all():
+    # One pass: NaN propagates through min and max, and an infinity is one of them.
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if not (math.isfinite(lo) and math.isfinite(hi)):
         bad = int((~torch.isfinite(x)).sum())
         raise PluginError(f"{what}: {bad} pixel values are NaN or infinite; expected [0, 1]")
-    lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
         raise PluginError(f"{what}: pixel values span [{lo:g}, {hi:g}]; expected [0, 1]")
 
@@ -239,11 +240,37 @@ class Defense(Plugin):
     def is_fitted(self) -> bool:
         return bool(getattr(self, "fitted_", False))
 
+    def inverse(self, data: Data) -> Data:
+        """The owner's recovery of disguised images with the key (fresh noise stays in them)."""
+        if not self.is_fitted():
+            raise PluginError(f"{self.name}: call fit() before inverse()")
+        return self._inverse(data)
+
+    def secret_state(self) -> dict[str, Any]:
+        """The key: every attribute ending in ``_``, for the owner's key file."""
+        if not self.is_fitted():
+            raise PluginError(f"{self.name}: call fit() before exporting its key")
+        return {k: v for k, v in vars(self).items() if k.endswith("_")}
+
+    def load_secret_state(self, state: dict[str, Any]) -> Self:
+        """Restore a key exported by ``secret_state`` instead of drawing one in ``fit``."""
+        self.validate()
+        bad = sorted(k for k in state if not k.endswith("_"))
+        if bad:
+            raise PluginError(f"{self.name}: secret attributes end with '_'; got {', '.join(bad)}")
+        for k, v in state.items():
+            setattr(self, k, v)
+        self.fitted_ = True
+        return self
+
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         pass
 
     def _transform(self, data: Data, *, epoch: int | None) -> Data:
         raise NotImplementedError
+
+    def _inverse(self, data: Data) -> Data:
+        raise PluginError(f"{self.name}: this defense has no inverse for the owner")
 
 
 class Attack(Plugin):

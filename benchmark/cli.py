@@ -110,6 +110,51 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_sets(pairs: Sequence[str] | None) -> dict:
+    import yaml
+
+    params = {}
+    for pair in pairs or ():
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise PluginError(f"--set expects NAME=VALUE, got {pair!r}")
+        params[name] = yaml.safe_load(value)
+    return params
+
+
+def _cmd_disguise(args: argparse.Namespace) -> int:
+    from benchmark import owner
+
+    if args.set and not args.defense:
+        raise PluginError("--set needs --defense")
+    params = _parse_sets(args.set) if args.defense else None
+    out = owner.disguise(args.input, args.out, args.key, args.defense, params)
+    print(f"wrote {out}; keep {args.key} secret: undisguising and new images need it",
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_undisguise(args: argparse.Namespace) -> int:
+    from benchmark import owner
+
+    out = owner.undisguise(args.input, args.out, args.key, png=args.png)
+    print(f"wrote {out}" + (f" and {out.with_suffix('')}/*.png" if args.png else ""),
+          file=sys.stderr)
+    return 0
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    from benchmark import executors, submit
+
+    summary, metadata = submit.submit(
+        args.name, _parse_sets(args.set), plan=args.plan, db=args.db, out=args.out,
+        executor=executors.make(args.workers, "local", None))
+    print(f"{summary.written} record(s) written, {summary.skipped} already stored, "
+          f"{summary.failed} failed in {summary.seconds:.1f} s; leaderboard in {args.out}; "
+          f"fill in {metadata} and send it with your submission", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark.store import DEFAULT_DB
 
@@ -152,6 +197,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
     p.add_argument("--out", default="leaderboard", help="output folder (default %(default)s)")
     p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser("submit", help="evaluate a defense on the submission plan and write "
+                                      "its leaderboard entries")
+    p.add_argument("name", help="registered defense name (in-tree or installed)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="a defense hyperparameter, repeatable")
+    p.add_argument("--plan", help="submission plan (default plans/submission.yaml)")
+    p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
+    p.add_argument("--out", default="leaderboard", help="leaderboard folder (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.set_defaults(func=_cmd_submit)
+
+    p = sub.add_parser("disguise", help="disguise an image folder or .npz under a key file")
+    p.add_argument("--defense", help="defense name (needed to draw a new key)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="a defense hyperparameter, repeatable (--set block=4 --set sigma=25)")
+    p.add_argument("--in", dest="input", required=True, help="image folder or .npz (x, y)")
+    p.add_argument("--out", required=True, help="folder for the disguised .npz")
+    p.add_argument("--key", required=True,
+                   help="key file: drawn and written (mode 0600) if absent, re-used if present")
+    p.set_defaults(func=_cmd_disguise)
+
+    p = sub.add_parser("undisguise", help="undo a disguise with its key file (noise stays)")
+    p.add_argument("--in", dest="input", required=True, help=".npz written by disguise")
+    p.add_argument("--out", required=True, help="folder for the recovered .npz")
+    p.add_argument("--key", required=True, help="the key file the images were disguised with")
+    p.add_argument("--png", action="store_true", help="also write the images as PNG files")
+    p.set_defaults(func=_cmd_undisguise)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Block helpers shared by the block-wise defenses: cutting, re-assembling, keys, seeded noise."""
+"""Block helpers shared by the block-wise defenses: cutting, re-assembling, keys, seeded noise,
+moving blocks to other positions and multiplying each block by its position's matrix."""
 
 from __future__ import annotations
 
@@ -30,6 +31,30 @@ def pad_to_blocks(x: Tensor, block: int, owner: str, padding: str, param: str = 
     if (ph, pw) == (h, w):
         return x
     return F.pad(x, (0, pw - w, 0, ph - h), mode="replicate")
+
+
+def grid_positions(owner: str, h: int, w: int, block: int, padding: str) -> int:
+    """The number of k×k block positions of an h×w image (after edge padding, when asked)."""
+    return (padded_size(owner, h, block, padding) // block) * \
+        (padded_size(owner, w, block, padding) // block)
+
+
+def check_image_size(owner: str, x: Tensor, image_shape: tuple[int, ...]) -> None:
+    """Raise unless ``x`` has the height and width the key was drawn for."""
+    if tuple(x.shape[2:]) != tuple(image_shape[1:]):
+        raise PluginError(
+            f"{owner}: the key was drawn for images of size {tuple(image_shape[1:])}, "
+            f"got {tuple(x.shape[2:])}"
+        )
+
+
+def check_disguised_size(owner: str, x: Tensor, image_shape: tuple[int, ...], block: int,
+                         padding: str) -> None:
+    """Raise unless ``x`` has the (padded) size of the key's images once disguised."""
+    size = tuple(padded_size(owner, side, block, padding) for side in image_shape[1:])
+    if tuple(x.shape[2:]) != size:
+        raise PluginError(f"{owner}: expected disguised images of size {size}, "
+                          f"got {tuple(x.shape[2:])}")
 
 
 def to_blocks(x: Tensor, block: int) -> Tensor:
@@ -70,6 +95,59 @@ def full_rank_uniform(count: int, size: int, rng: torch.Generator) -> Tensor:
 def random_permutations(count: int, length: int, rng: torch.Generator) -> Tensor:
     """(count, length) independent uniform permutations."""
     return torch.argsort(torch.rand(count, length, generator=rng), dim=1)
+
+
+def block_pixel_index(perm: Tensor, h: int, w: int, block: int) -> Tensor:
+    """Flat source pixel of every output pixel when output block j takes input block ``perm[..., j]``.
+
+    ``perm`` is (P,) for one permutation or (N, P) for one per image; the result is (h*w,) or
+    (N, h*w), so a block permutation becomes one gather over pixels.
+    """
+    k, across = block, w // block
+    src = perm.reshape(*perm.shape[:-1], h // k, 1, across, 1)
+    rows = (src // across) * k + torch.arange(k).view(k, 1, 1)
+    cols = (src % across) * k + torch.arange(k)
+    return (rows * w + cols).reshape(*perm.shape[:-1], h * w)
+
+
+def permute_blocks(x: Tensor, perm: Tensor, block: int) -> Tensor:
+    """Output block position j holds input block ``perm[j]``; ``perm`` (N, P) permutes per image.
+
+    The inverse is ``permute_blocks(y, torch.argsort(perm, dim=-1), block)``.
+    """
+    n, c, h, w = x.shape
+    index = block_pixel_index(perm, h, w, block)
+    if perm.dim() == 1:
+        return x.reshape(n * c, h * w).index_select(1, index).view(n, c, h, w)
+    index = index.unsqueeze(1).expand(n, c, h * w)
+    return torch.gather(x.reshape(n, c, h * w), 2, index).view(n, c, h, w)
+
+
+# Widest strip, in pixels, multiplied at once by ``multiply_blocks``: a strip of g blocks costs g
+# times the arithmetic of the blocks alone but turns many tiny products into few large ones.
+_STRIP = 32
+
+
+def multiply_blocks(x: Tensor, matrices: Tensor, block: int) -> Tensor:
+    """Right-multiply each k×k block by its position's matrix: block p becomes B_p · M_p.
+
+    ``matrices`` is (P, k, k) in raster order of positions. The product runs in ``x``'s dtype as
+    one batched matmul over image rows: each row of a horizontal strip of g adjacent blocks
+    (g·k ≤ 32 pixels) is multiplied by the block-diagonal matrix of its g positions, which reads
+    the image in place instead of cutting it into blocks first.
+    """
+    n, c, h, w = x.shape
+    k = block
+    down, across = h // k, w // k
+    g = max(d for d in range(1, across + 1) if across % d == 0 and d * k <= max(k, _STRIP))
+    strips = across // g
+    mats = matrices.to(x.dtype).reshape(down, strips, g, k, k)
+    diag = torch.einsum("asgij,gh->asgihj", mats, torch.eye(g, dtype=x.dtype))
+    # Every pixel row of a block row uses the same strip matrices.
+    diag = diag.reshape(down, 1, strips, g * k, g * k).expand(down, k, strips, g * k, g * k)
+    rows = x.reshape(n * c, h, strips, g * k)
+    out = torch.einsum("nrst,rstu->nrsu", rows, diag.reshape(h, strips, g * k, g * k))
+    return out.reshape(n, c, h, w)
 
 
 def content_generator(secret: int, x: Tensor) -> torch.Generator:

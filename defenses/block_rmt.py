@@ -8,8 +8,9 @@ from torch import Tensor
 from benchmark.api import Data, Defense, PluginError, check_choice, check_number
 from benchmark.registry import register
 from defenses._blocks import (
-    content_generator, draw_secret, from_blocks, full_rank_uniform, haar_orthogonal,
-    pad_to_blocks, padded_size, random_permutations, to_blocks,
+    check_disguised_size, check_image_size, content_generator, draw_secret, full_rank_uniform, grid_positions,
+    haar_orthogonal, multiply_blocks, pad_to_blocks, permute_blocks,
+    random_permutations,
 )
 
 
@@ -19,7 +20,9 @@ class BlockRMT(Defense):
 
     Secret: one k×k matrix per block position (shared by all images and channels), the block
     permutation, and the noise seed. Targets visual re-identification and model misuse by the
-    cloud (level 1); the authors concede known plaintext pairs (level 2) break it.
+    cloud (level 1); the authors concede known plaintext pairs (level 2) break it. Outputs are
+    real-valued and not clipped. Noise and per-image permutations are fresh per image, drawn from
+    the key and the batch's content, so the same batch under the same key disguises alike.
     Sharma & Chen, "Disguised-Nets: Image Disguising for Privacy-preserving Outsourced Deep
     Learning", 2019; Sharma, Gu & Chen, "A Comparative Study of Image Disguising Methods for
     Confidential Outsourced Learning", 2023.
@@ -32,7 +35,8 @@ class BlockRMT(Defense):
             "image" (a fresh permutation per image).
         noise: "uniform" on [0, sigma) or "gaussian" with standard deviation sigma.
         sigma: noise scale in 0-255 pixel units (0 disables noise).
-        noise_stage: "after" RMT and permutation (2019 paper) or "before" RMT (later code).
+        noise_stage: "after" RMT and permutation (2019 paper) or "before" RMT (later code, which
+            adds small integer noise / 255 there).
         padding: "error" when k does not divide the image side, or "edge" (replicate edge pixels).
     """
 
@@ -59,8 +63,7 @@ class BlockRMT(Defense):
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         _, _, h, w = data.x.shape
         k = self.block
-        positions = (padded_size(self.name, h, k, self.padding) // k) * \
-            (padded_size(self.name, w, k, self.padding) // k)
+        positions = grid_positions(self.name, h, w, k, self.padding)
         if self.matrix == "orthogonal":
             self.matrices_ = haar_orthogonal(positions, k, rng)
         elif self.matrix == "projection":
@@ -77,57 +80,45 @@ class BlockRMT(Defense):
             return torch.rand(x.shape, generator=gen) * scale
         return torch.randn(x.shape, generator=gen) * scale
 
-    def _check_shape(self, x: Tensor) -> None:
-        if tuple(x.shape[2:]) != self.image_shape_[1:]:
-            raise PluginError(
-                f"{self.name}: fitted on images of size {self.image_shape_[1:]}, "
-                f"got {tuple(x.shape[2:])}"
-            )
-
     def _transform(self, data: Data, *, epoch: int) -> Data:
         x = data.x
-        self._check_shape(x)
-        gen = content_generator(self.secret_, x)
-        x = pad_to_blocks(x, self.block, self.name, self.padding)
+        check_image_size(self.name, x, self.image_shape_)
+        k = self.block
+        # Fresh per-image randomness is seeded by the key and the batch's content; hashing the
+        # batch costs about a copy of it, so it is skipped when nothing fresh is drawn.
+        fresh = self.sigma > 0 or self.permutation == "image"
+        gen = content_generator(self.secret_, x) if fresh else None
+        x = pad_to_blocks(x, k, self.name, self.padding)
         if self.sigma > 0 and self.noise_stage == "before":
             x = x + self._noise(x, gen)
-        h, w = x.shape[-2:]
-        blocks = torch.einsum("ncpij,pjk->ncpik", to_blocks(x, self.block),
-                              self.matrices_.to(x.dtype))
-        blocks = self._permute(blocks, gen)
-        x = from_blocks(blocks, h, w)
+        matrices = self.matrices_
+        if self.permutation == "dataset":
+            # Output position j holds block perm[j] times its matrix: permuting the blocks first
+            # and their matrices with them is the same map, and one pass cheaper.
+            x = permute_blocks(x, self.permutation_, k)
+            matrices = matrices[self.permutation_]
+        x = multiply_blocks(x, matrices, k)
+        if self.permutation == "image":
+            x = permute_blocks(x, random_permutations(len(x), len(matrices), gen), k)
         if self.sigma > 0 and self.noise_stage == "after":
             x = x + self._noise(x, gen)
         return Data(x.contiguous(), data.y)
 
-    def _permute(self, blocks: Tensor, gen: torch.Generator) -> Tensor:
-        """Output block position j holds input block perm[j]."""
-        if self.permutation == "none":
-            return blocks
-        if self.permutation == "dataset":
-            return blocks[:, :, self.permutation_]
-        n, c, p, k, _ = blocks.shape
-        perms = random_permutations(n, p, gen)
-        index = perms[:, None, :, None, None].expand(n, c, p, k, k)
-        return torch.gather(blocks, 2, index)
+    def _inverse(self, data: Data) -> Data:
+        """Undo the permutation and the matrices; noise stays.
 
-    def inverse(self, data: Data) -> Data:
-        """The owner's recovery: undo the permutation and the matrices (noise stays).
-
-        Per-image permutations are re-derived from the disguised batch's content, so they cannot
-        be undone; only "none" and "dataset" permutation scopes are invertible here.
+        Per-image permutations are drawn afresh for every batch, like noise, so they cannot be
+        undone; only the "none" and "dataset" permutation scopes are invertible.
         """
-        if not self.is_fitted():
-            raise PluginError(f"{self.name}: call fit() before inverse()")
         if self.permutation == "image":
-            raise PluginError(f"{self.name}: per-image permutations cannot be inverted by the owner")
+            raise PluginError(f"{self.name}: per-image permutations are drawn afresh for every "
+                              "batch and cannot be inverted; only permutation='none' or "
+                              "'dataset' can")
+        check_disguised_size(self.name, data.x, self.image_shape_, self.block, self.padding)
         x = data.x
-        h, w = x.shape[-2:]
-        blocks = to_blocks(x, self.block)
         if self.permutation == "dataset":
-            blocks = blocks[:, :, torch.argsort(self.permutation_)]
-        inv = torch.linalg.inv(self.matrices_).to(x.dtype)
-        blocks = torch.einsum("ncpij,pjk->ncpik", blocks, inv)
-        x = from_blocks(blocks, h, w)
-        c, oh, ow = self.image_shape_
-        return Data(x[..., :oh, :ow].contiguous(), data.y)
+            x = permute_blocks(x, torch.argsort(self.permutation_), self.block)
+        # float64: projection matrices can be ill-conditioned.
+        x = multiply_blocks(x.double(), torch.linalg.inv(self.matrices_), self.block).float()
+        _, h, w = self.image_shape_
+        return Data(x[..., :h, :w].contiguous(), data.y)

@@ -1,0 +1,265 @@
+"""The data owner's side: disguise real images before uploading them, keep the key, undo it.
+
+The key file is a safetensors file (no pickle: loading it runs no code). Its tensors are the
+defense's secret tensors; its header metadata holds the defense's spec (registry name and every
+hyperparameter) and the scalar secrets as JSON. It is created with mode 0600 and refused when
+group or others can read or write it. Keys are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmark import registry
+from benchmark.api import Data, Defense, PluginError, check_images
+
+log = logging.getLogger("disguisebench")
+
+KEY_FORMAT = "disguisebench-key/1"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+# ----------------------------------------------------------------------------- key files
+
+
+def _encode_secrets(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, Any] = {}
+    as_bytes: list[str] = []
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value.detach().cpu().contiguous().clone()
+        elif isinstance(value, (bytes, bytearray)):
+            tensors[name] = torch.frombuffer(bytearray(value), dtype=torch.uint8).clone()
+            as_bytes.append(name)
+        else:
+            try:
+                json.dumps(value)
+            except TypeError:
+                raise PluginError(f"cannot store secret attribute {name!r} of type "
+                                  f"{type(value).__name__} in a key file") from None
+            scalars[name] = value
+    return tensors, {"scalars": json.dumps(scalars), "bytes": json.dumps(as_bytes)}
+
+
+def _decode_secrets(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> dict[str, Any]:
+    def restore(value: Any) -> Any:
+        # JSON has no tuples; secret sequences (image shapes) are tuples.
+        return tuple(restore(v) for v in value) if isinstance(value, list) else value
+
+    state: dict[str, Any] = {k: restore(v) for k, v in json.loads(meta["scalars"]).items()}
+    as_bytes = set(json.loads(meta["bytes"]))
+    for name, tensor in tensors.items():
+        state[name] = tensor.numpy().tobytes() if name in as_bytes else tensor
+    return state
+
+
+def write_key(path: str | os.PathLike, defense: Defense) -> None:
+    """Write ``defense``'s key to a new file created with mode 0600 (never overwriting one)."""
+    from safetensors.torch import save
+
+    tensors, meta = _encode_secrets(defense.secret_state())
+    meta.update(format=KEY_FORMAT, defense=json.dumps(defense.spec(), sort_keys=True))
+    payload = save(tensors, metadata=meta)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise PluginError(f"key file {str(path)!r} already exists") from None
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+    except BaseException:
+        os.unlink(path)
+        raise
+
+
+def read_key(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The defense spec ({"name", "params"}) and the secret state stored in a key file."""
+    from safetensors.torch import load
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise PluginError(f"no key file at {str(path)!r}") from None
+    with os.fdopen(fd, "rb") as f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        if mode & 0o077:
+            raise PluginError(f"key file {str(path)!r} has mode {mode:04o}: group or others may "
+                              f"access it; run `chmod 600 {path}` if it is still secret")
+        payload = f.read()
+    try:
+        (size,) = np.frombuffer(payload[:8], dtype="<u8")
+        meta = json.loads(payload[8:8 + int(size)]).get("__metadata__") or {}
+        if meta.get("format") != KEY_FORMAT:
+            raise ValueError(f"format {meta.get('format')!r}")
+        spec = json.loads(meta["defense"])
+        state = _decode_secrets(load(payload), meta)
+    except (ValueError, KeyError, TypeError) as err:
+        raise PluginError(f"{str(path)!r} is not a {KEY_FORMAT} key file ({err})") from None
+    return spec, state
+
+
+def defense_for_key(path: str | os.PathLike, name: str | None,
+                    params: dict[str, Any] | None) -> Defense:
+    """The defense stored in a key file, with its key; ``name`` and ``params``, when given,
+    must describe that same defense."""
+    spec, state = read_key(path)
+    stored = registry.create("defense", spec["name"], spec["params"])
+    if name is not None:
+        wanted = registry.create("defense", name, params).spec()
+        if wanted["name"] != stored.name:
+            raise PluginError(f"key file {str(path)!r} belongs to defense {stored.name!r}, not "
+                              f"{wanted['name']!r}; use a new key file for another defense")
+        differ = [k for k in wanted["params"] if wanted["params"][k] != stored.get_params()[k]]
+        if differ:
+            have = ", ".join(f"{k}={stored.get_params()[k]!r}" for k in differ)
+            want = ", ".join(f"{k}={wanted['params'][k]!r}" for k in differ)
+            raise PluginError(f"key file {str(path)!r} belongs to {stored.name} with {have}, not "
+                              f"{want}; use a new key file for other hyperparameters")
+    return stored.load_secret_state(state)
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def read_images(path: str | os.PathLike) -> Data:
+    """An image folder (PNG/JPEG, sorted by file name, no labels) or an .npz with ``x`` (N, H, W),
+    (N, C, H, W) or (N, H, W, C), uint8 or floats in [0, 1], and optionally labels ``y``."""
+    path = Path(path)
+    if path.is_dir():
+        return _read_folder(path)
+    if path.suffix == ".npz" and path.is_file():
+        return _read_npz(path)
+    raise PluginError(f"{str(path)!r} is neither an image folder nor an .npz file")
+
+
+def _read_folder(folder: Path) -> Data:
+    from PIL import Image
+
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise PluginError(f"no PNG or JPEG images in {str(folder)!r}")
+    images = [Image.open(p) for p in files]
+    mode = "L" if all(im.mode in ("L", "1") for im in images) else "RGB"
+    arrays = [np.asarray(im.convert(mode)) for im in images]
+    sizes = sorted({a.shape[:2] for a in arrays})
+    if len(sizes) > 1:
+        raise PluginError(f"images in {str(folder)!r} differ in size ({', '.join(map(str, sizes))});"
+                          " resize them to one size first")
+    x = np.stack(arrays)
+    return _to_data(x if x.ndim == 4 else x[:, :, :, None], None, channels_last=True)
+
+
+def _read_npz(path: Path) -> Data:
+    with np.load(path, allow_pickle=False) as f:
+        if "x" not in f:
+            raise PluginError(f"{str(path)!r} has no array 'x' (found: {', '.join(f.files)})")
+        x, y = f["x"], f["y"] if "y" in f else None
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise PluginError(f"'x' in {str(path)!r} has shape {x.shape}; expected (N, H, W), "
+                          "(N, C, H, W) or (N, H, W, C)")
+    channels_last = x.shape[1] not in (1, 3) and x.shape[3] in (1, 3)
+    return _to_data(x, y, channels_last=channels_last)
+
+
+def _to_data(x: np.ndarray, y: np.ndarray | None, *, channels_last: bool) -> Data:
+    if channels_last:
+        x = x.transpose(0, 3, 1, 2)
+    if x.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(x)).float() / 255
+    elif np.issubdtype(x.dtype, np.floating):
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    else:
+        raise PluginError(f"images must be uint8 or floats in [0, 1], got {x.dtype}")
+    data = Data(t, None if y is None else torch.from_numpy(np.asarray(y)))
+    check_images(data, what="input images")
+    return data
+
+
+def _output_file(out_dir: str | os.PathLike, source: str | os.PathLike) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"{Path(source).stem}.npz"
+    if target.exists():
+        raise PluginError(f"{str(target)!r} already exists; remove it or choose another --out")
+    return target
+
+
+def _write_npz(target: Path, data: Data) -> None:
+    arrays = {"x": data.x.numpy().astype(np.float32)}
+    if data.y is not None:
+        arrays["y"] = data.y.numpy()
+    np.savez(target, **arrays)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def disguise(source: str | os.PathLike, out_dir: str | os.PathLike, key: str | os.PathLike,
+             name: str | None = None, params: dict[str, Any] | None = None) -> Path:
+    """Disguise an image folder or .npz into ``out_dir/<name>.npz``, drawing a new key into
+    ``key`` unless that file exists, in which case its key is re-used (test images must be
+    disguised with the training key). Returns the written file."""
+    data = read_images(source)
+    target = _output_file(out_dir, source)
+    if os.path.lexists(key):
+        defense = defense_for_key(key, name, params)
+        log.info("re-using the key in %s for %s", key, defense.label())
+    else:
+        if name is None:
+            raise PluginError("--defense is needed to draw a new key")
+        defense = registry.create("defense", name, params)
+        # The owner's key comes from the operating system, not from a benchmark seed.
+        defense.fit(data, seed=secrets.randbits(63))
+        write_key(key, defense)
+        log.info("drew a new key for %s into %s", defense.label(), key)
+    disguised = defense.transform(data)
+    _write_npz(target, Data(disguised.x, data.y))
+    return target
+
+
+def undisguise(source: str | os.PathLike, out_dir: str | os.PathLike, key: str | os.PathLike,
+               *, png: bool = False) -> Path:
+    """Undo a disguise with its key (RMT, permutations, AES; added noise stays) into
+    ``out_dir/<name>.npz``, and into numbered PNG images when ``png``."""
+    path = Path(source)
+    if path.suffix != ".npz" or not path.is_file():
+        raise PluginError(f"{str(source)!r} is not an .npz file written by `disguisebench disguise`")
+    with np.load(path, allow_pickle=False) as f:
+        if "x" not in f:
+            raise PluginError(f"{str(path)!r} has no array 'x'")
+        x, y = f["x"], f["y"] if "y" in f else None
+    if x.ndim != 4:
+        raise PluginError(f"'x' in {str(path)!r} has shape {x.shape}; expected (N, C, H, W)")
+    target = _output_file(out_dir, source)
+    defense = defense_for_key(key, None, None)
+    data = Data(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+                None if y is None else torch.from_numpy(y))
+    plain = defense.inverse(data)
+    _write_npz(target, plain)
+    if png:
+        _write_pngs(target.with_suffix(""), plain.x)
+    return target
+
+
+def _write_pngs(folder: Path, x: torch.Tensor) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    width = max(6, len(str(len(pixels) - 1)))
+    for i, image in enumerate(pixels):
+        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(
+            folder / f"{i:0{width}d}.png")
