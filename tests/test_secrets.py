@@ -1,4 +1,4 @@
-"""No key material reaches the results database, the model cache or the logs of a run."""
+"""No key material reaches the results database, model cache, artifacts, leaderboard or logs."""
 
 from __future__ import annotations
 
@@ -41,18 +41,27 @@ def key_material(defense) -> tuple[list[str], list[bytes]]:
 
 
 def test_run_leaks_no_key_material(tmp_path, caplog):
-    raw = {**TOY_PLAN, "defenses": [{"block-rmt": {"block": 4, "sigma": 10}}]}
+    from benchmark import leaderboard, report
+
+    raw = {**TOY_PLAN, "levels": ["level-1", "level-2"],
+           "defenses": [{"block-rmt": {"block": 4, "sigma": 10}}],
+           "attacks": ["template-match", "known-pair-regression"]}
     plan = plan_mod.from_dict(raw)
     with caplog.at_level(logging.DEBUG):
         with Store(tmp_path / "r.db") as store:
             runner.run(plan, store, verbose=True)
+            records = list(store.records())
+            artifacts = store.artifacts_dir
+        report.write(leaderboard.aggregate(records), tmp_path / "board", artifacts=artifacts,
+                     n_records=len(records))
     cell = next(c for c in runner.cells(plan) if c.defense.name == "block-rmt")
     splits = cell.task.build().load(seed=cell.seeds()["data"])
     defense = cell.defense.build().fit(splits.train, seed=cell.seeds()["key"])
     texts, blobs = key_material(defense)
     assert len(texts) > 10 and blobs
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".safetensors" for p in files)
+    suffixes = {p.suffix for p in files}
+    assert {".safetensors", ".npz", ".json", ".png", ".html", ".md"} <= suffixes
     for path in files:
         data = path.read_bytes()
         text = data.decode("latin-1")
