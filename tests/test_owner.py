@@ -144,3 +144,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
                  str(tmp_path / "k")]) == 2
     assert "block=5 does not divide the image side 12" in capsys.readouterr().err
     assert not (tmp_path / "k").exists()
+
+
+def test_grey_folders_give_one_channel_and_mixed_folders_three(tmp_path):
+    grey = np.arange(144, dtype=np.uint8).reshape(12, 12)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    assert owner.read_images(tmp_path).x.shape == (1, 1, 12, 12)
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "b.jpg")
+    x = owner.read_images(tmp_path).x
+    assert x.shape == (2, 3, 12, 12)
+    assert torch.equal(x[0, 2], torch.from_numpy(grey).float() / 255)
