@@ -29,8 +29,9 @@ class BlockRMT(Defense):
 
     Args:
         block: block side k in pixels; must divide the image side unless padding="edge".
-        matrix: "orthogonal" (Haar, det +1), "projection" (uniform [0, 1) entries, full rank) or
-            "identity" (no mixing inside blocks).
+        matrix: "orthogonal" (Haar, det +1), "projection" (uniform [0, 1) entries, full rank;
+            often ill-conditioned, so the owner's recovery from float32 outputs loses precision)
+            or "identity" (no mixing inside blocks).
         permutation: "none", "dataset" (one permutation of block positions for all images) or
             "image" (a fresh permutation per image).
         noise: "uniform" on [0, sigma) or "gaussian" with standard deviation sigma.

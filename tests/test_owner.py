@@ -56,7 +56,7 @@ def test_folder_round_trip_through_the_cli(tmp_path, folder, capsys):
 
 def test_npz_round_trip_reuses_the_key_for_test_images(tmp_path, npz):
     key = tmp_path / "k"
-    assert main(["disguise", "--defense", "block-rmt", "--set", "block=3", "--set", "matrix=projection",
+    assert main(["disguise", "--defense", "block-rmt", "--set", "block=3", "--set", "noise_stage=before",
                  "--in", str(npz), "--out", str(tmp_path / "a"), "--key", str(key)]) == 0
     first = np.load(tmp_path / "a" / "train.npz")
     assert first["y"].tolist() == [0, 1, 0, 1, 0]
