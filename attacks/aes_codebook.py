@@ -111,7 +111,7 @@ class AESCodebook(Attack):
         known_plain = layout.plaintext_chunks(plain.x[disguised.sources()[:, 0]])
         known_cipher = layout.ciphertext_chunks(disguised.x)
         cipher = layout.ciphertext_chunks(targets.x)
-        if known_plain.shape[1:] != known_cipher.shape[1:] or cipher.shape[1:] != known_cipher.shape[1:]:
+        if not known_plain.shape[1:] == known_cipher.shape[1:] == cipher.shape[1:]:
             raise PluginError(f"{self.name}: the disguised images of {defense.name} do not carry "
                               "one ciphertext chunk per plaintext chunk")
         found, hit = codebook_lookup(known_cipher.reshape(-1, CHUNK),

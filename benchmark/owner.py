@@ -149,9 +149,12 @@ def _read_folder(folder: Path) -> Data:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise PluginError(f"no PNG or JPEG images in {str(folder)!r}")
-    images = [Image.open(p) for p in files]
-    mode = "L" if all(im.mode in ("L", "1") for im in images) else "RGB"
-    arrays = [np.asarray(im.convert(mode)) for im in images]
+    arrays = []
+    for file in files:
+        with Image.open(file) as im:
+            arrays.append(np.asarray(im.convert("L" if im.mode in ("L", "1") else "RGB")))
+    if any(a.ndim == 3 for a in arrays):  # colour wins: grey images become three equal channels
+        arrays = [a if a.ndim == 3 else np.repeat(a[:, :, None], 3, axis=2) for a in arrays]
     sizes = sorted({a.shape[:2] for a in arrays})
     if len(sizes) > 1:
         raise PluginError(f"images in {str(folder)!r} differ in size ({', '.join(map(str, sizes))});"

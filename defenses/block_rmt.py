@@ -8,8 +8,8 @@ from torch import Tensor
 from benchmark.api import Data, Defense, PluginError, check_choice, check_number
 from benchmark.registry import register
 from defenses._blocks import (
-    check_disguised_size, check_image_size, content_generator, draw_secret, full_rank_uniform, grid_positions,
-    haar_orthogonal, multiply_blocks, pad_to_blocks, permute_blocks,
+    check_disguised_size, check_image_size, content_generator, draw_secret, full_rank_uniform,
+    grid_positions, haar_orthogonal, multiply_blocks, pad_to_blocks, permute_blocks,
     random_permutations,
 )
 
@@ -29,8 +29,9 @@ class BlockRMT(Defense):
 
     Args:
         block: block side k in pixels; must divide the image side unless padding="edge".
-        matrix: "orthogonal" (Haar, det +1), "projection" (uniform [0, 1) entries, full rank) or
-            "identity" (no mixing inside blocks).
+        matrix: "orthogonal" (Haar, det +1), "projection" (uniform [0, 1) entries, full rank;
+            often ill-conditioned, so the owner's recovery from float32 outputs loses precision)
+            or "identity" (no mixing inside blocks).
         permutation: "none", "dataset" (one permutation of block positions for all images) or
             "image" (a fresh permutation per image).
         noise: "uniform" on [0, sigma) or "gaussian" with standard deviation sigma.

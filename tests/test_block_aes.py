@@ -76,7 +76,8 @@ def test_small_blocks_become_one_aes_block_of_repeated_pixels():
     chunks = d.plaintext_chunks(data.x)
     assert chunks.shape == (4, 1, 4, 1, 16)
     first = (data.x[0, 0, :2, :2] * 255).round().to(torch.uint8)
-    assert chunks[0, 0, 0, 0].view(4, 4).tolist() == first.repeat_interleave(2, 0).repeat_interleave(2, 1).tolist()
+    upsampled = first.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    assert chunks[0, 0, 0, 0].view(4, 4).tolist() == upsampled.tolist()
 
 
 def test_block_not_dividing_the_image_is_a_clear_error():

@@ -160,5 +160,6 @@ def test_inverse_checks_the_disguised_size():
 
 def test_transform_checks_the_image_size_of_the_key():
     d = rmt(block=4).fit(digits(), seed=0)
-    with pytest.raises(PluginError, match=r"the key was drawn for images of size \(12, 12\), got \(8, 8\)"):
+    with pytest.raises(PluginError,
+                       match=r"the key was drawn for images of size \(12, 12\), got \(8, 8\)"):
         d.transform(digits(side=8))

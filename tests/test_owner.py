@@ -56,7 +56,7 @@ def test_folder_round_trip_through_the_cli(tmp_path, folder, capsys):
 
 def test_npz_round_trip_reuses_the_key_for_test_images(tmp_path, npz):
     key = tmp_path / "k"
-    assert main(["disguise", "--defense", "block-rmt", "--set", "block=3", "--set", "matrix=projection",
+    assert main(["disguise", "--defense", "block-rmt", "--set", "block=3", "--set", "noise_stage=before",
                  "--in", str(npz), "--out", str(tmp_path / "a"), "--key", str(key)]) == 0
     first = np.load(tmp_path / "a" / "train.npz")
     assert first["y"].tolist() == [0, 1, 0, 1, 0]
@@ -144,3 +144,13 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
                  str(tmp_path / "k")]) == 2
     assert "block=5 does not divide the image side 12" in capsys.readouterr().err
     assert not (tmp_path / "k").exists()
+
+
+def test_grey_folders_give_one_channel_and_mixed_folders_three(tmp_path):
+    grey = np.arange(144, dtype=np.uint8).reshape(12, 12)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    assert owner.read_images(tmp_path).x.shape == (1, 1, 12, 12)
+    Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "b.jpg")
+    x = owner.read_images(tmp_path).x
+    assert x.shape == (2, 3, 12, 12)
+    assert torch.equal(x[0, 2], torch.from_numpy(grey).float() / 255)
