@@ -89,3 +89,32 @@ def train_model(task: Task, data: Data, *, seed: int, epochs: int, num_classes: 
 def log_probs(task: Task, model: nn.Module, x: Tensor) -> Tensor:
     """(N, K) log class probabilities of ``model`` on ``x`` (clamped, so always finite)."""
     return task.predict(model, x).clamp_min(1e-12).log()
+
+
+def target_rows(view: ThreatView) -> Tensor:
+    """(n,) row of each target in ``view.upload`` (the targets are rows of the upload).
+
+    Rows are compared by their exact bytes through an integer fingerprint, so no float
+    arithmetic can blur two images together; a target not found raises.
+    """
+    targets, upload = view.targets, view.upload
+    if targets is None or upload is None:
+        raise PluginError("target_rows needs both the targets and the upload")
+    if targets.x.shape[1:] != upload.x.shape[1:]:
+        raise PluginError(f"targets of shape {tuple(targets.x.shape[1:])} are not rows of an "
+                          f"upload of shape {tuple(upload.x.shape[1:])}")
+
+    def fingerprint(x: Tensor) -> Tensor:
+        bits = x.float().contiguous().view(torch.int32).flatten(1).long()
+        mult = torch.arange(1, bits.shape[1] + 1, dtype=torch.long) * 2654435761 + 97
+        return (bits * mult).sum(1)  # wraps modulo 2^64
+
+    keys = fingerprint(upload.x)
+    order = torch.argsort(keys)
+    wanted = fingerprint(targets.x)
+    pos = torch.searchsorted(keys[order], wanted).clamp_max(len(keys) - 1)
+    rows = order[pos]
+    same = (upload.x[rows].flatten(1) == targets.x.flatten(1)).all(1)
+    if not bool(same.all()):
+        raise PluginError(f"{int((~same).sum())} targets are not rows of the upload")
+    return rows

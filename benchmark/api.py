@@ -22,15 +22,16 @@ from torch import Tensor, nn
 # Capabilities an attack can be granted (DESIGN §2). The runner builds a ThreatView holding
 # exactly the ones the threat level grants and the attack declares.
 TARGETS = "targets"
+UPLOAD = "upload"
 DEFENSE = "defense"
 MODEL = "model"
 PUBLIC = "public"
 GALLERY = "gallery"
 KNOWN_PAIRS = "known_pairs"
 ORACLE = "oracle"
-CAPABILITIES = (TARGETS, DEFENSE, MODEL, PUBLIC, GALLERY, KNOWN_PAIRS, ORACLE)
+CAPABILITIES = (TARGETS, UPLOAD, DEFENSE, MODEL, PUBLIC, GALLERY, KNOWN_PAIRS, ORACLE)
 
-_LEVEL_1 = frozenset({TARGETS, DEFENSE, MODEL, PUBLIC, GALLERY})
+_LEVEL_1 = frozenset({TARGETS, UPLOAD, DEFENSE, MODEL, PUBLIC, GALLERY})
 LEVELS: dict[str, frozenset[str]] = {
     "level-1": _LEVEL_1,
     "level-2": _LEVEL_1 | {KNOWN_PAIRS},
@@ -330,6 +331,11 @@ class ThreatView:
         num_classes: the number of classes.
         targets: disguised training images the cloud holds; their labels are withheld when the
             attack's goal is to infer labels.
+        upload: every disguised training image the cloud holds (the owner's whole upload, all T
+            encodings per image for a mixing defense), of which the targets are rows; an attack
+            that needs statistics of the disguised set, or every encoding sharing a private image
+            with a target, reads it here. Labels are withheld as for the targets; which plaintext
+            images made each row (``Data.source``) never is shown.
         defense: a keyless clone of the owner's defense (algorithm and hyperparameters).
         model: the model the cloud trained on the disguised training set, in eval mode.
         public: plaintext images from the same distribution, with labels.
@@ -345,6 +351,7 @@ class ThreatView:
     task: Task
     num_classes: int
     targets: Data | None = None
+    upload: Data | None = None
     defense: Defense | None = None
     model: nn.Module | None = None
     public: Data | None = None

@@ -28,7 +28,7 @@ import torch
 from benchmark import scoring
 from benchmark.api import (
     DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LABEL_OF, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC,
-    RECONSTRUCT, TARGETS, Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
+    RECONSTRUCT, TARGETS, UPLOAD, Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
     check_choice,
 )
 from benchmark.cache import ModelCache
@@ -164,6 +164,7 @@ class Scenario:
     """The runner's side of a cell: what attacks may be shown, and the truth they may not."""
 
     targets: Data
+    upload: Data
     target_labels: torch.Tensor
     gallery: torch.Tensor
     gallery_labels: torch.Tensor | None
@@ -251,6 +252,7 @@ def build_scenario(splits: Splits, disguised: Data, *, n_targets: int, n_known: 
     targets = disguised[target_rows]
     return Scenario(
         targets=Data(targets.x, targets.y),
+        upload=Data(disguised.x, disguised.y),
         target_labels=targets.hard_labels() if targets.y is not None else None,
         gallery=splits.train.x[gallery_plain],
         gallery_labels=None if splits.train.y is None else splits.train.hard_labels()[gallery_plain],
@@ -276,14 +278,15 @@ class Oracle:
 def build_view(level: str, granted: frozenset[str], attack: Attack, task: Task,
                splits: Splits, defense: Defense, model: torch.nn.Module,
                scenario: Scenario) -> ThreatView:
-    targets = scenario.targets
+    targets, upload = scenario.targets, scenario.upload
     if attack.goal == LABEL:
-        targets = targets.without_labels()
+        targets, upload = targets.without_labels(), upload.without_labels()
     return ThreatView(
         level=level,
         task=task.clone(),
         num_classes=splits.num_classes,
         targets=targets if TARGETS in granted else None,
+        upload=upload if UPLOAD in granted else None,
         defense=defense.clone() if DEFENSE in granted else None,
         model=copy.deepcopy(model).eval() if MODEL in granted else None,
         public=splits.public if PUBLIC in granted else None,
