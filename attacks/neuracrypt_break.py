@@ -113,19 +113,21 @@ class NeuraCryptBreak(Attack):
         gallery = view.require(GALLERY)
         public = view.require(PUBLIC).x
         grid = tuple(targets.shape[-2:])
-        patch = params.get("patch", params.get("block"))
-        if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1:
-            if public.shape[-2] % grid[0] or public.shape[-1] % grid[1]:
+        patch = params.get("patch")
+        h, w = public.shape[-2:]
+        if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1 \
+                or (-(-h // patch), -(-w // patch)) != grid:
+            if h % grid[0] or w % grid[1] or h // grid[0] != w // grid[1]:
                 raise PluginError(f"{self.name}: cannot tell the patch size of encodings on a "
-                                  f"{grid} grid from images of size {tuple(public.shape[-2:])}")
-            patch = public.shape[-2] // grid[0]
+                                  f"{grid} grid from images of size {(h, w)}")
+            patch = h // grid[0]  # one pixel per patch for a defense that keeps the size
         pool = view.upload.x if view.upload is not None else targets
         pool = tokens(subsample(pool, self.max_images, seed))
         tt = tokens(targets)
         pp = self._patches(public, grid, patch)
         gp = self._patches(gallery, grid, patch)
 
-        if params.get("shuffle") == "none":
+        if params.get("shuffle", "none") == "none":  # a defense that keeps patches in place
             order = torch.arange(tt.shape[1])
             pool_c, target_c = pool, tt
         else:
