@@ -97,15 +97,19 @@ def random_permutations(count: int, length: int, rng: torch.Generator) -> Tensor
     return torch.argsort(torch.rand(count, length, generator=rng), dim=1)
 
 
-def block_pixel_index(perm: Tensor, h: int, w: int, block: int) -> Tensor:
-    """Flat source pixel of every output pixel when output block j takes input block ``perm[..., j]``.
+def block_source_index(perm: Tensor, h: int, w: int, block: int, *,
+                       segments: bool = False) -> Tensor:
+    """Where each output pixel comes from when output block j takes input block ``perm[..., j]``.
 
-    ``perm`` is (P,) for one permutation or (N, P) for one per image; the result is (h*w,) or
-    (N, h*w), so a block permutation becomes one gather over pixels.
+    ``perm`` is (P,) for one permutation or (N, P) for one per image. The result indexes flat
+    pixels, (..., h*w), or with ``segments`` the k-pixel row pieces of blocks, (..., h*w/k), so
+    that a block permutation becomes one gather.
     """
     k, across = block, w // block
     src = perm.reshape(*perm.shape[:-1], h // k, 1, across, 1)
     rows = (src // across) * k + torch.arange(k).view(k, 1, 1)
+    if segments:
+        return (rows * across + src % across).reshape(*perm.shape[:-1], h * across)
     cols = (src % across) * k + torch.arange(k)
     return (rows * w + cols).reshape(*perm.shape[:-1], h * w)
 
@@ -116,11 +120,14 @@ def permute_blocks(x: Tensor, perm: Tensor, block: int) -> Tensor:
     The inverse is ``permute_blocks(y, torch.argsort(perm, dim=-1), block)``.
     """
     n, c, h, w = x.shape
-    index = block_pixel_index(perm, h, w, block)
     if perm.dim() == 1:
+        index = block_source_index(perm, h, w, block)
         return x.reshape(n * c, h * w).index_select(1, index).view(n, c, h, w)
-    index = index.unsqueeze(1).expand(n, c, h * w)
-    return torch.gather(x.reshape(n, c, h * w), 2, index).view(n, c, h, w)
+    # Per image: gather whole k-pixel segments, with an index k times smaller than per pixel.
+    pieces = h * w // block
+    index = block_source_index(perm, h, w, block, segments=True)
+    index = index.view(n, 1, pieces, 1).expand(n, c, pieces, block)
+    return torch.gather(x.reshape(n, c, pieces, block), 2, index).view(n, c, h, w)
 
 
 # Widest strip, in pixels, multiplied at once by ``multiply_blocks``: a strip of g blocks costs g
