@@ -101,8 +101,8 @@ class RMTMomentAttack(Attack):
     between whitened blocks, which an orthogonal matrix relates. Known noise is corrected for in
     the first and second moments. The targets are then unpermuted and multiplied by the inverse
     estimates. Reports ``split_half_error``, the relative difference between the matrices
-    estimated on two halves of the disguised set (weighted by public block energy: a key-free
-    estimate of the estimation error), and ``positions_found``, how many block positions the
+    estimated on two halves of the disguised set (the relative difference of public blocks
+    multiplied by either: a key-free estimate of the estimation error), and ``positions_found``, how many block positions the
     statistics could tell apart. Attack of DisguiseBench on Sharma & Chen, "Disguised-Nets: Image
     Disguising for Privacy-preserving Outsourced Deep Learning", 2019, whose level-1 claim it
     tests; moment and ICA-style estimation as in Hyvärinen & Oja, "Independent Component
@@ -223,18 +223,17 @@ class RMTMomentAttack(Attack):
 
     def _split_half(self, lay: Layout, dis: Tensor, dis_y: Tensor | None, pub: Tensor,
                     pub_y: Tensor | None, seed: int) -> dict[str, float]:
-        """Relative difference of the matrices estimated on two halves of the disguised set,
-        weighted by each position's public block energy."""
+        """How far the matrices estimated on two halves of the disguised set disagree where it
+        matters: the relative difference of public blocks multiplied by either estimate."""
         if lay.matrix == "identity" or len(dis) < 4:
             return {"split_half_error": 0.0}
         order = torch.randperm(len(dis), generator=torch.Generator().manual_seed(seed))
         halves = order[: len(dis) // 2], order[len(dis) // 2:]
-        est = [self._estimate(lay, dis[h], None if dis_y is None else dis_y[h], pub, pub_y)
-               for h in halves]
-        energy = pub.pow(2).sum((1, 3, 4)).mean(0)
-        weight = energy / energy.sum().clamp_min(1e-12)
-        rel = (est[0] - est[1]).norm(dim=(1, 2)) / est[0].norm(dim=(1, 2)).clamp_min(1e-12)
-        return {"split_half_error": float((weight * rel).sum())}
+        first, second = (self._estimate(lay, dis[h], None if dis_y is None else dis_y[h], pub,
+                                        pub_y) for h in halves)
+        apart = torch.einsum("ncpij,pjk->ncpik", pub, first - second).pow(2).sum()
+        size = torch.einsum("ncpij,pjk->ncpik", pub, first).pow(2).sum().clamp_min(1e-12)
+        return {"split_half_error": float((apart / size).sqrt())}
 
 
 def _whiten_with(s: Tensor) -> Tensor:
