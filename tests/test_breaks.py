@@ -25,7 +25,8 @@ class Strokes(Toy):
         n = self.n_train + self.n_test + self.n_public
         x = torch.zeros(n, 1, 12, 12)
         for _ in range(3):
-            r, c = torch.randint(0, 10, (n,), generator=gen), torch.randint(0, 10, (n,), generator=gen)
+            r = torch.randint(0, 10, (n,), generator=gen)
+            c = torch.randint(0, 10, (n,), generator=gen)
             across = torch.rand(n, generator=gen) < 0.5
             for step in range(3):
                 rr, cc = torch.where(across, r, r + step), torch.where(across, c + step, c)
