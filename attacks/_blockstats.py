@@ -52,9 +52,12 @@ class Layout:
 
 
 def layout(defense: Defense, owner: str) -> Layout:
-    """The block layout of ``defense`` (block-rmt, block-permutation, block-scramble, pixelate)."""
+    """The block layout of ``defense`` (block-rmt, block-permutation, block-scramble, pixelate);
+    a keyless defense without blocks reads as 1×1 blocks left in place."""
     params = defense.get_params()
     k = params.get("block")
+    if k is None and defense.keyless:
+        return Layout(1)  # no key and no blocks (none, blur): nothing to undo
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise PluginError(f"{owner}: defense {defense.name!r} has no integer 'block' "
                           "hyperparameter; this attack needs a block-wise disguise")

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from attacks._blockstats import blocks_of, layout
-from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, Attack, PluginError, ThreatView,
-                           check_choice, check_number)
+from attacks.permutation_recovery import subsample
+from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, PluginError,
+                           ThreatView, check_choice, check_number)
 from benchmark.registry import register
 from defenses._blocks import from_blocks
 
@@ -42,14 +43,17 @@ def compatibility(pieces: Tensor) -> tuple[Tensor, Tensor]:
     The squared difference of the touching edges plus, for k >= 2, that of each edge with its
     linear prediction from the other piece (prediction-based compatibility, Pomeranz, Shemesh,
     Ben-Shahar, "A fully automated greedy square jigsaw puzzle solver", CVPR 2011)."""
+    def sq(u: Tensor, v: Tensor) -> Tensor:
+        return torch.cdist(u, v, compute_mode="use_mm_for_euclid_dist").pow_(2)
+
     def side(first: Tensor, second: Tensor, first_in: Tensor | None,
              second_in: Tensor | None) -> Tensor:
         # first: right edge of a; second: left edge of b (N, A, F)
-        d = torch.cdist(first, second).pow(2)
+        d = sq(first, second)
         if first_in is not None:
-            d = d + 0.5 * torch.cdist(2 * first - first_in, second).pow(2)
-            d = d + 0.5 * torch.cdist(first, 2 * second - second_in).pow(2)
-        return d
+            d += 0.5 * sq(2 * first - first_in, second)
+            d += 0.5 * sq(first, 2 * second - second_in)
+        return d.clamp_min_(0)
 
     n, a = pieces.shape[:2]
     k = pieces.shape[-1]
@@ -212,50 +216,63 @@ def best_shift(placed: Tensor, unary: Tensor, gh: int, gw: int) -> Tensor:
 
 @register("jigsaw")
 class Jigsaw(Attack):
-    """Solve each disguised image as a jigsaw puzzle: reassemble its blocks by edge compatibility.
+    """Solve disguised images as jigsaw puzzles: reassemble their blocks by edge compatibility.
 
-    Threat: reconstruction at level 1 against block scrambling, one image at a time, so it
-    needs no statistics of the set and works whether the block permutation is one for all
-    images (block-scramble, block-rmt or block-permutation with permutation="dataset") or drawn
-    per image (permutation="image"). Each block may also be tried in every rotation and flip and
-    inverted (negative-positive), as the extended solver does, when the defense applies those
-    (block-scramble's rotate_flip and negative_positive="block"). A greedy placer fills the
-    image's block grid, starting from the block a public position prior likes best and then
-    adding the (slot, block) pair most compatible with its placed neighbours (the touching
-    edges and their linear predictions), the prior weighing in. Blocks mixed by a matrix or
-    shuffled inside (block-rmt's orthogonal matrices, block-scramble's pixel shuffle) have no
-    matching edges left; the attack then fails, as expected. Reports ``edge_cost``, the mean
-    dissimilarity of the edges the solution joins. Chuman, Kurihara, Kiya, "On the Security of
-    Block Scrambling-Based EtC Systems against Extended Jigsaw Puzzle Solver Attacks", IEICE
-    Trans. Inf. & Syst. 2018; solver after Pomeranz, Shemesh, Ben-Shahar, CVPR 2011.
+    Threat: reconstruction at level 1 against block scrambling. Each block may also be tried in
+    every rotation and flip and inverted (negative-positive), as the extended solver does, when
+    the defense applies those (block-scramble's rotate_flip and negative_positive="block").
+    Blocks are first assigned to positions by a public position prior (the Hungarian algorithm;
+    or placed greedily, the most confident edge first), then a local search swaps two blocks or
+    turns one while that lowers the summed dissimilarity of the joined edges (the touching edges
+    and their linear predictions) plus the weighted prior. With a block permutation drawn per
+    image (block-rmt or block-permutation with permutation="image") every image is its own
+    puzzle, as in the literature. When one key scrambles every image (block-scramble, or
+    permutation="dataset"), the edge and prior costs are averaged over the disguised set the
+    cloud holds and one puzzle is solved for all, which is far more robust. Blocks mixed by a
+    matrix or shuffled inside (block-rmt's orthogonal matrices, block-scramble's pixel shuffle)
+    have no matching edges left; the attack then fails, as expected. Reports ``edge_cost``, the
+    mean dissimilarity of the edges the solution joins, and ``shared_key`` (1 when one puzzle
+    was solved for the whole set). Chuman, Kurihara, Kiya, "On the Security of Block
+    Scrambling-Based EtC Systems against Extended Jigsaw Puzzle Solver Attacks", IEICE Trans.
+    Inf. & Syst. 2018; compatibility after Pomeranz, Shemesh, Ben-Shahar, "A fully automated
+    greedy square jigsaw puzzle solver", CVPR 2011.
 
     Args:
+        scope: "image" (one puzzle per image), "dataset" (one puzzle for the whole disguised
+            set, when one key scrambles every image) or "auto" (from the defense's permutation).
         solver: the start of the local search: "assignment" (each image's blocks assigned to
             positions by the public prior, Hungarian algorithm) or "greedy" (edge-driven
             placement).
         orientations: "auto" (from the defense's hyperparameters), "none", "rotate", "invert"
             or "both" (rotations, flips and inversion).
         prior_weight: weight of the public position prior against one neighbour's edge.
-        search_steps: moves of the local search after the greedy placement (swaps of two
+        search_steps: moves of the local search after the first placement (swaps of two
             blocks or turns of one).
+        max_images: disguised images averaged into the dataset-scope puzzle (0: all).
     """
 
     goal = RECONSTRUCT
     needs = frozenset({TARGETS, DEFENSE, PUBLIC})
+    optional = frozenset({UPLOAD})
 
-    def __init__(self, solver: str = "assignment", orientations: str = "auto",
-                 prior_weight: float = 0.1, search_steps: int = 300) -> None:
+    def __init__(self, scope: str = "auto", solver: str = "assignment",
+                 orientations: str = "auto", prior_weight: float = 0.1, search_steps: int = 300,
+                 max_images: int = 200) -> None:
+        self.scope = scope
         self.solver = solver
         self.orientations = orientations
         self.prior_weight = prior_weight
         self.search_steps = search_steps
+        self.max_images = max_images
 
     def validate(self) -> None:
+        check_choice(self.name, "scope", self.scope, ("auto", "image", "dataset"))
         check_choice(self.name, "solver", self.solver, ("assignment", "greedy"))
         check_choice(self.name, "orientations", self.orientations,
                      ("auto", "none", "rotate", "invert", "both"))
         check_number(self.name, "prior_weight", self.prior_weight, low=0)
         check_number(self.name, "search_steps", self.search_steps, kind=int, low=0)
+        check_number(self.name, "max_images", self.max_images, kind=int, low=0)
 
     def _moves(self, params: dict) -> tuple[bool, bool]:
         if self.orientations == "auto":
@@ -266,7 +283,8 @@ class Jigsaw(Attack):
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
         self.validate()
         defense = view.require(DEFENSE)
-        k = layout(defense, self.name).block
+        lay = layout(defense, self.name)
+        k = lay.block
         rotate, invert = self._moves(defense.get_params())
         public = view.require(PUBLIC).x
         targets = view.require(TARGETS).x
@@ -285,24 +303,58 @@ class Jigsaw(Attack):
         std = pub.std(0).permute(1, 0, 2, 3)
         std = std.clamp_min(0.1 * float(std.mean()) + 1e-6)
         orient = (8 if rotate else 1) * (2 if invert else 1)
-        out, edge = [], []
-        for part in tb.split(_CHUNK):
+
+        def tables(part: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
             pieces = variants(part, rotate, invert)  # (B, A, C, k, k)
             lr, td = compatibility(pieces)
             z = (pieces.unsqueeze(2) - mean) / std  # (B, A, S, C, k, k)
             unary = z.pow(2).flatten(3).mean(-1).transpose(1, 2) * (k * part.shape[1])
+            return pieces, lr, td, unary
+
+        def solve(lr: Tensor, td: Tensor, unary: Tensor) -> Tensor:
             if self.solver == "greedy":
                 placed = greedy_solve(lr, td, unary, gh, gw, orient, self.prior_weight)
             else:
                 placed = assignment_solve(unary, orient)
-            placed = local_search(placed, lr, td, unary, gh, gw, orient, self.prior_weight,
-                                  self.search_steps)
+            return local_search(placed, lr, td, unary, gh, gw, orient, self.prior_weight,
+                                self.search_steps)
+
+        scope = self.scope if self.scope != "auto" else \
+            ("dataset" if lay.scope in ("dataset", "none") else "image")
+        shared = None
+        if self.scope == "auto" and lay.scope == "none" and orient == 1:
+            shared = torch.arange(gh * gw)[None]  # nothing moved: the blocks stay in place
+            shared_cost = None
+        elif scope == "dataset":
+            # One key for every image: one puzzle whose edge and prior costs are averaged over
+            # the disguised set, solved once and applied to every target.
+            pool = view.upload.x if view.upload is not None else targets
+            pool = blocks_of(subsample(pool, self.max_images, seed), k, self.name)
+            sums = None
+            for part in pool.split(_CHUNK):
+                _, lr, td, unary = tables(part)
+                part_sums = [t.sum(0, keepdim=True) for t in (lr, td, unary)]
+                sums = part_sums if sums is None else [a + b for a, b in zip(sums, part_sums)]
+            lr, td, unary = (t / len(pool) for t in sums)
+            shared = solve(lr, td, unary)
+            shared_cost = float(self._edge_cost(lr, td, shared, gh, gw).mean())
+        out, edge = [], []
+        for part in tb.split(_CHUNK):
+            if shared is None:
+                pieces, lr, td, unary = tables(part)
+                placed = solve(lr, td, unary)
+                edge.append(self._edge_cost(lr, td, placed, gh, gw))
+            else:
+                pieces, placed = variants(part, rotate, invert), shared.expand(len(part), -1)
             rows = torch.arange(len(part))[:, None]
             image = pieces[rows, placed]  # (B, S, C, k, k)
             out.append(from_blocks(image.permute(0, 2, 1, 3, 4), ph, pw)[..., :h, :w])
-            edge.append(self._edge_cost(lr, td, placed, gh, gw))
-        self.report_ = {"edge_cost": float(torch.cat(edge).mean()),
-                        "orientations": float(orient)}
+        self.report_ = {"orientations": float(orient), "shared_key": float(shared is not None)}
+        cost = shared_cost if shared is not None else float(torch.cat(edge).mean())
+        if cost is not None:
+            self.report_["edge_cost"] = cost
+        if shared is not None:
+            self.solution_ = shared[0]
         log.info("%s: %s", self.name, self.report_)
         return torch.cat(out).clamp(0, 1).float()
 

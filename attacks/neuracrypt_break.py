@@ -65,9 +65,11 @@ class NeuraCryptBreak(Attack):
     statistics (how often a patch differs from the position's typical patch, and how much)
     against public plaintext with the Hungarian algorithm, refined by matching how positions
     co-vary. Each target's per-position activity is then correlated with each gallery image's,
-    targets are assigned to gallery images one to one, and boosting rounds fit a per-position
-    ridge regression from plaintext patches to encoded patches on the more confident matches
-    and re-match by predicted encodings. Carlini, Garg, Jha, Mahloujifar, Mahmoody, Tramèr,
+    targets are assigned to gallery images one to one. Boosting rounds then fit, on the more
+    confident half of the matches, a ridge regression from the plaintext patches of every
+    position to the encoded patches of every cluster, move each cluster to the position that
+    fits it best (one to one, which repairs relabelling errors), and re-match by the encodings
+    the regressions predict for the gallery. Carlini, Garg, Jha, Mahloujifar, Mahmoody, Tramèr,
     "NeuraCrypt is not private", 2021 (attack on Yala et al., NeuraCrypt, 2021).
 
     Args:
@@ -156,7 +158,7 @@ class NeuraCryptBreak(Attack):
         for _ in range(self.boost_rounds):
             confidence = score[torch.arange(len(match)), match]
             keep = confidence >= confidence.median()
-            dist = self._predicted_distance(target_c, gp, match, keep)
+            dist, _ = self._predicted_distance(target_c, gp, match, keep)
             score = -dist
             match = self._match(dist)
         chosen = score[torch.arange(len(match)), match]
@@ -194,17 +196,31 @@ class NeuraCryptBreak(Attack):
         return match
 
     def _predicted_distance(self, target_c: Tensor, gallery_patches: Tensor, match: Tensor,
-                            keep: Tensor) -> Tensor:
-        """(n, G) distance of each target's encoded patches to those a per-position ridge
-        regression (fitted on the kept matches) predicts for every gallery image."""
+                            keep: Tensor) -> tuple[Tensor, Tensor]:
+        """(n, G) distance of each target's encoded patches to those per-position ridge
+        regressions (fitted on the kept matches) predict for every gallery image, and (P,) the
+        plaintext position each column of ``target_c`` is fitted from.
+
+        Every column is regressed on the plaintext patches of every position, and columns are
+        moved to the positions that fit them best (one to one, Hungarian algorithm), which
+        repairs a wrong relabelling as the matches improve."""
+        from scipy.optimize import linear_sum_assignment
+
         def design(p: Tensor) -> Tensor:
             return torch.cat([p, torch.ones(*p.shape[:-1], 1, dtype=p.dtype)], -1)
 
         x = design(gallery_patches[match[keep]]).transpose(0, 1)  # (P, m, F)
-        y = target_c[keep].transpose(0, 1)  # (P, m, D)
+        y = target_c[keep].transpose(0, 1)  # (P columns, m, D)
         gram = x.mT @ x
         size = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
         eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
-        weight = torch.linalg.solve(gram + self.ridge * size[:, None, None] * eye, x.mT @ y)
-        predicted = torch.einsum("gpf,pfd->gpd", design(gallery_patches), weight)
-        return torch.cdist(target_c.flatten(1), predicted.flatten(1))
+        inv = torch.linalg.inv(gram + self.ridge * size[:, None, None] * eye)  # (P, F, F)
+        cross = torch.einsum("pmf,cmd->pcfd", x, y)  # position p, column c
+        explained = torch.einsum("pcfd,pfg,pcgd->pc", cross, inv, cross)
+        residual = y.pow(2).sum((1, 2))[None, :] - explained  # (P, columns)
+        rows, cols = linear_sum_assignment(residual.numpy())
+        source = torch.empty(len(cols), dtype=torch.long)
+        source[torch.as_tensor(cols)] = torch.as_tensor(rows)  # column c <- position source[c]
+        weight = torch.einsum("cfg,cgd->cfd", inv[source], cross[source, torch.arange(len(cols))])
+        predicted = torch.einsum("gcf,cfd->gcd", design(gallery_patches[:, source]), weight)
+        return torch.cdist(target_c.flatten(1), predicted.flatten(1)), source

@@ -1,4 +1,4 @@
-"""Permutation recovery: find a block permutation from ciphertext statistics, undo it, re-identify."""
+"""Permutation recovery: a block permutation from ciphertext statistics, undone to re-identify."""
 
 from __future__ import annotations
 
@@ -40,10 +40,10 @@ class PermutationRecovery(Attack):
     target's blocks are then assigned to positions one image at a time by their likelihood
     under each position's public statistics, which mostly fails (the jigsaw attack does better).
     Noise added after the matrices perturbs every statistic and is not modelled.
-    Attack of DisguiseBench after the ciphertext-only statistical attacks on block scrambling
-    (Chuman, Kurihara, Kiya, "On the Security of Block Scrambling-Based EtC Systems against
-    Extended Jigsaw Puzzle Solver Attacks", IEICE Trans. 2018, discuss per-position statistics);
-    the scheme attacked is Sharma & Chen, "Disguised-Nets", 2019.
+    Attack of DisguiseBench on the block permutation of Sharma & Chen, "Disguised-Nets: Image
+    Disguising for Privacy-preserving Outsourced Deep Learning", 2019, whose level-1 claim it
+    tests; the assignment is Kuhn's Hungarian method ("The Hungarian Method for the Assignment
+    Problem", 1955).
 
     Args:
         statistics: "auto" (from the defense's matrix), "pixels", "gram" or "whitened".

@@ -1,4 +1,4 @@
-"""RMT moment attack: estimate each block position's secret matrix from statistics, then invert it."""
+"""RMT moment attack: estimate each block position's secret matrix from statistics, invert it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from torch import Tensor
 
 from attacks._blockstats import (Layout, assign_per_image, blocks_of, layout, match_positions,
                                  place, second_moments, whitener)
-from attacks.permutation_recovery import subsample
-from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, Data,
-                           PluginError, ThreatView, check_number)
+from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, PluginError,
+                           ThreatView, check_number)
 from benchmark.registry import register
 from defenses._blocks import from_blocks
 
@@ -44,19 +43,17 @@ def _weights(blocks: Tensor, labels: Tensor | None, classes: list[int],
     return out
 
 
-def moments(blocks: Tensor, weights: list[Tensor]) -> tuple[Tensor, Tensor]:
-    """Weighted first moments (P, M, C*k, k) and class-level second moments (P, M', k, k).
+def moments(blocks: Tensor, weights: list[Tensor], second: int) -> tuple[Tensor, Tensor]:
+    """Weighted first moments (P, M, C*k, k) and second moments (P, ``second``, k, k).
 
-    First moments E[w B] for every weight; second moments E[B^T B] for the constant and class
-    weights (the non-negative ones)."""
+    First moments E[w B] for every weight; second moments E[B^T B] for the first ``second``
+    weights (the constant and class weights)."""
     n, c, p, k, _ = blocks.shape
     w = torch.stack(weights).permute(2, 0, 1).contiguous()  # (P, M, N)
     flat = blocks.permute(2, 0, 1, 3, 4).reshape(p, n, c * k * k)
     first = (w @ flat / n).reshape(p, len(weights), c * k, k)
-    positive = [i for i, x in enumerate(weights) if bool((x >= 0).all())]
     outer = torch.einsum("ncqji,ncqjl->qnil", blocks, blocks).reshape(p, n, k * k)  # B^T B
-    second = (w[:, positive] @ outer / (n * c)).reshape(p, len(positive), k, k)
-    return first, second
+    return first, (w[:, :second] @ outer / (n * c)).reshape(p, second, k, k)
 
 
 def solve(first_x: Tensor, first_y: Tensor, second_x: Tensor, second_y: Tensor, *,
@@ -100,10 +97,10 @@ class RMTMomentAttack(Attack):
     onto the orthogonal matrices; general ("projection") matrices are estimated the same way
     between whitened blocks, which an orthogonal matrix relates. Known noise is corrected for in
     the first and second moments. The targets are then unpermuted and multiplied by the inverse
-    estimates. Reports ``split_half_error``, the relative difference between the matrices
-    estimated on two halves of the disguised set (weighted by public block energy: a key-free
-    estimate of the estimation error), and ``positions_found``, how many block positions the
-    statistics could tell apart. Attack of DisguiseBench on Sharma & Chen, "Disguised-Nets: Image
+    estimates. Reports ``split_half_error``, how far the matrices estimated on two halves
+    of the disguised set disagree (the relative difference of public blocks multiplied by
+    either: a key-free estimate of the estimation error), and ``assignment_cost`` of the
+    recovered block permutation. Attack of DisguiseBench on Sharma & Chen, "Disguised-Nets: Image
     Disguising for Privacy-preserving Outsourced Deep Learning", 2019, whose level-1 claim it
     tests; moment and ICA-style estimation as in Hyvärinen & Oja, "Independent Component
     Analysis: Algorithms and Applications", 2000.
@@ -170,8 +167,8 @@ class RMTMomentAttack(Attack):
             classes = sorted(set(dis_y.tolist()) & set(pub_y.tolist()))
         wy = _weights(dis, dis_y, classes, invariant(dis), self.higher_order)
         wx = _weights(pub, pub_y, classes, invariant(pub), self.higher_order)
-        fx, sx = moments(pub, wx)
-        fy, sy = moments(dis, wy)
+        fx, sx = moments(pub, wx, 1 + len(classes))
+        fy, sy = moments(dis, wy, 1 + len(classes))
         sy = sy - noise_rows if isinstance(noise_rows, Tensor) else sy
         return polar(solve(fx, fy, sx, sy, orthogonal_weight=self.orthogonal_weight))
 
@@ -223,18 +220,17 @@ class RMTMomentAttack(Attack):
 
     def _split_half(self, lay: Layout, dis: Tensor, dis_y: Tensor | None, pub: Tensor,
                     pub_y: Tensor | None, seed: int) -> dict[str, float]:
-        """Relative difference of the matrices estimated on two halves of the disguised set,
-        weighted by each position's public block energy."""
+        """How far the matrices estimated on two halves of the disguised set disagree where it
+        matters: the relative difference of public blocks multiplied by either estimate."""
         if lay.matrix == "identity" or len(dis) < 4:
             return {"split_half_error": 0.0}
         order = torch.randperm(len(dis), generator=torch.Generator().manual_seed(seed))
         halves = order[: len(dis) // 2], order[len(dis) // 2:]
-        est = [self._estimate(lay, dis[h], None if dis_y is None else dis_y[h], pub, pub_y)
-               for h in halves]
-        energy = pub.pow(2).sum((1, 3, 4)).mean(0)
-        weight = energy / energy.sum().clamp_min(1e-12)
-        rel = (est[0] - est[1]).norm(dim=(1, 2)) / est[0].norm(dim=(1, 2)).clamp_min(1e-12)
-        return {"split_half_error": float((weight * rel).sum())}
+        first, second = (self._estimate(lay, dis[h], None if dis_y is None else dis_y[h], pub,
+                                        pub_y) for h in halves)
+        apart = torch.einsum("ncpij,pjk->ncpik", pub, first - second).pow(2).sum()
+        size = torch.einsum("ncpij,pjk->ncpik", pub, first).pow(2).sum().clamp_min(1e-12)
+        return {"split_half_error": float((apart / size).sqrt())}
 
 
 def _whiten_with(s: Tensor) -> Tensor:
