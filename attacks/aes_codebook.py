@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmark.api import (DEFENSE, KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack, Data,
-                           PluginError, ThreatView, check_choice)
+                           PluginError, ThreatView, check_choice, check_number)
 from benchmark.registry import register
 
 log = logging.getLogger("disguisebench")
@@ -75,16 +75,19 @@ class AESCodebook(Attack):
         fill: an unseen chunk becomes "unseen-mean" (the mean of the slot's known chunks whose
             ciphertext occurs once among the known pairs: what a codebook tends to miss), "mean"
             (the mean of the slot's known chunks) or "zero".
+        n_pairs: known pairs the codebook is built from (0 uses every pair granted).
     """
 
     goal = RECONSTRUCT
     needs = frozenset({TARGETS, KNOWN_PAIRS, DEFENSE})
 
-    def __init__(self, fill: str = "unseen-mean") -> None:
+    def __init__(self, fill: str = "unseen-mean", n_pairs: int = 0) -> None:
         self.fill = fill
+        self.n_pairs = n_pairs
 
     def validate(self) -> None:
         check_choice(self.name, "fill", self.fill, ("unseen-mean", "mean", "zero"))
+        check_number(self.name, "n_pairs", self.n_pairs, kind=int, low=0)
 
     def _guess(self, known_cipher: Tensor, known_plain: Tensor) -> Tensor:
         """(*slots, 16) uint8: what an unseen chunk is taken to be in each slot."""
@@ -103,7 +106,10 @@ class AESCodebook(Attack):
         return guess.round().to(torch.uint8)
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
+        self.validate()
         plain, disguised = view.require(KNOWN_PAIRS)
+        if self.n_pairs:  # the first n disguised images; their sources index into ``plain``
+            disguised = disguised[: self.n_pairs]
         targets: Data = view.require(TARGETS)
         defense = view.require(DEFENSE)
         layout = defense if hasattr(defense, "plaintext_chunks") else RasterBytes()
@@ -118,6 +124,8 @@ class AESCodebook(Attack):
                                      known_plain.reshape(-1, CHUNK), cipher.reshape(-1, CHUNK))
         found, hit = found.view(cipher.shape), hit.view(cipher.shape[:-1])
         chunks = torch.where(hit.unsqueeze(-1), found, self._guess(known_cipher, known_plain))
+        self.report_ = {"hit_rate": float(hit.float().mean()), "pairs": len(disguised),
+                        "known_chunks": known_cipher.numel() // CHUNK}
         log.info("%s: %d known chunk(s); %.1f %% of the target chunks found", self.name,
-                 known_cipher.numel() // CHUNK, 100 * float(hit.float().mean()))
+                 known_cipher.numel() // CHUNK, 100 * self.report_["hit_rate"])
         return layout.image_from_plaintext(chunks, image_shape)

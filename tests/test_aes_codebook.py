@@ -28,7 +28,8 @@ def attack_toy(defense_params, attack_params=None, n_known=40):
     view = runner.build_view("level-2", granted, attack, task, splits, defense, None, scenario)
     assert view.defense is not None and not hasattr(view.defense, "keys_")  # keyless clone
     prediction = attack.run(view, seed=0)
-    return scoring.score("reconstruct", prediction, runner._truth(scenario))
+    metrics = scoring.score("reconstruct", prediction, runner._truth(scenario))
+    return {**metrics, **runner.attack_report(attack)}
 
 
 def test_codebook_decrypts_small_aes_blocks_on_the_toy_task():
@@ -37,6 +38,14 @@ def test_codebook_decrypts_small_aes_blocks_on_the_toy_task():
     assert metrics["advantage"] > 0.9 and metrics["psnr"] > 30
     per_position = attack_toy({"block": 1, "key_scope": "per-position"})
     assert per_position["advantage"] > 0.1
+
+
+def test_fewer_known_pairs_fill_a_smaller_codebook():
+    every = attack_toy({"block": 1})
+    one = attack_toy({"block": 1}, {"n_pairs": 1})
+    assert one["attack.pairs"] == 1 and every["attack.pairs"] == 40
+    assert 0 < one["attack.hit_rate"] < every["attack.hit_rate"]
+    assert one["advantage"] < every["advantage"]
 
 
 def test_codebook_without_pairs_in_common_stays_near_chance():
