@@ -33,7 +33,7 @@ def timed_run(plan: Path, db: Path) -> float:
 def count(db: Path) -> tuple[int, int]:
     with sqlite3.connect(db) as con:
         records = con.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-        cells = con.execute("SELECT COUNT(*) FROM records WHERE attack IS NULL").fetchone()[0]
+        cells = con.execute("SELECT COUNT(*) FROM records WHERE attack = 'null'")  # JSON null.fetchone()[0]
     return records, cells
 
 
