@@ -6,6 +6,7 @@ from torch import Tensor
 
 from benchmark.api import (DEFENSE, LABEL, PUBLIC, TARGETS, Attack, Data, ThreatView,
                            check_choice, check_number)
+from attacks._common import train_model
 from benchmark.registry import register
 
 
@@ -41,8 +42,6 @@ class VisualReID(Attack):
         if self.train_on == "own-key":
             defense = view.require(DEFENSE).fit(public, seed=seed)
             public = defense.transform(public)
-        task = view.task.clone()
-        if self.epochs:
-            task.epochs = self.epochs
-        model = task.train(public, seed=seed, num_classes=view.num_classes)
-        return task.predict(model, view.require(TARGETS).x).argmax(1)
+        model = train_model(view.task, public, seed=seed, epochs=self.epochs,
+                            num_classes=view.num_classes)
+        return view.task.predict(model, view.require(TARGETS).x).argmax(1)

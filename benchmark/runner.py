@@ -67,8 +67,10 @@ class Cell:
                           "seed": self.seed})
 
     def attack_seed(self, attack: Spec) -> int:
+        """The same for every defense of a task: attacks on different defenses are paired (and
+        work that does not depend on the defense, like a plaintext model, is done once)."""
         return derive_seed(self.seed, "attack", spec_hash(self.task.canonical()),
-                           spec_hash(self.defense.canonical()), spec_hash(attack.canonical()))
+                           spec_hash(attack.canonical()))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 
 from benchmark import plan as plan_mod
 from benchmark import registry, runner, scoring
-from benchmark.api import GALLERY, LABEL, LEVELS, MODEL, PluginError, TARGETS, Attack
+from benchmark.api import GALLERY, LABEL, LEVELS, MODEL, TARGETS, Attack, Data, PluginError
 from benchmark.store import FAILED, OK, Store
 from tasks.toy import Toy
 from tests.conftest import TOY_PLAN, temporary_plugin
@@ -180,3 +180,25 @@ def test_shadow_label_reports_its_probe_against_an_untrained_network():
     _, plain = attack_on("shadow-label", "level-1", attack_params={"shadows": 0})
     assert plain["attack.probe_owner"] >= 0.9
     assert 0 <= plain["attack.probe_untrained"] <= 1
+
+
+def test_a_model_trained_on_the_same_data_and_seed_is_reused_not_retrained(monkeypatch):
+    from attacks import _common
+
+    task = registry.create("task", "toy", {"epochs": 1})
+    public = task.load(seed=0).public
+    calls = []
+    real = type(task).train
+
+    def counting(self, *args, **kwargs):
+        calls.append(kwargs["seed"])
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(task), "train", counting)
+    first = _common.train_model(task, public, seed=1, epochs=0, num_classes=4)
+    assert _common.train_model(task, public, seed=1, epochs=0, num_classes=4) is first
+    assert _common.train_model(task, public, seed=2, epochs=0, num_classes=4) is not first
+    changed = Data(public.x.flip(-1), public.y)
+    assert _common.train_model(task, changed, seed=1, epochs=0, num_classes=4) is not first
+    assert _common.train_model(task, public, seed=1, epochs=2, num_classes=4) is not first
+    assert calls == [1, 2, 1, 1]
