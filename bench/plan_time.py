@@ -33,7 +33,8 @@ def timed_run(plan: Path, db: Path) -> float:
 def count(db: Path) -> tuple[int, int]:
     with sqlite3.connect(db) as con:
         records = con.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-        cells = con.execute("SELECT COUNT(*) FROM records WHERE attack = 'null'")  # JSON null.fetchone()[0]
+        # A utility row's attack column holds the JSON text null.
+        cells = con.execute("SELECT COUNT(*) FROM records WHERE attack = 'null'").fetchone()[0]
     return records, cells
 
 

@@ -3,6 +3,11 @@
 Both runs start from an empty database with the model cache off, in subprocesses, in this one
 run; prints both wall times and their ratio. Target on a 2-core machine: >= 1.6.
 
+One worker already trains with every core (torch's intra-op threads); two workers get half the
+threads each. The script also times one training with all threads and with one thread: the
+speed-up of as many workers as cores cannot exceed cores / (one-thread time / all-thread time)
+when training dominates, whatever the executor does.
+
     python bench/workers_speedup.py
 """
 
@@ -39,13 +44,38 @@ def timed(workers: int, tmp: Path) -> float:
     return time.perf_counter() - start
 
 
+THREADS = """
+import time, torch
+from benchmark import registry
+task = registry.create("task", "mnist", {"epochs": 2})
+train = task.load(seed=0).train
+task.train(train, seed=0, num_classes=10)  # warm-up
+for threads in (torch.get_num_threads(), 1):
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    task.train(train, seed=0, num_classes=10)
+    print(threads, time.perf_counter() - start)
+"""
+
+
+def thread_scaling() -> tuple[int, float, float]:
+    """(cores, seconds with every thread, seconds with one) for one 2-epoch mnist training."""
+    out = subprocess.run([sys.executable, "-c", THREADS], check=True, cwd=ROOT,
+                         capture_output=True, text=True).stdout.split()
+    return int(out[0]), float(out[1]), float(out[3])
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = timed(1, Path(tmp))
         two = timed(2, Path(tmp))
+    cores, many, single = thread_scaling()
     print(f"4 cells, --workers 1: {one:7.1f} s")
     print(f"4 cells, --workers 2: {two:7.1f} s")
     print(f"speed-up 2 workers over 1: {one / two:.2f}")
+    print(f"one training, {cores} threads: {many:.1f} s; 1 thread: {single:.1f} s "
+          f"(intra-op speed-up {single / many:.2f}; ceiling for {cores} workers "
+          f"{cores / (single / many) if cores > 1 else 1:.2f})")
 
 
 if __name__ == "__main__":

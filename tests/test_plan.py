@@ -85,3 +85,12 @@ def test_all_names_every_registered_attack():
 
     plan = plan_mod.from_dict(base(attacks="all"))
     assert [s.name for s in plan.attacks] == registry.names("attack")
+
+
+@pytest.mark.parametrize("path", sorted(plan_mod.DEFAULT_PLAN.parent.glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_every_shipped_plan_loads_with_valid_specs(path):
+    p = plan_mod.load(path)
+    assert p.name == path.stem and p.tasks and p.defenses and p.attacks
+    for spec in (*p.tasks, *p.defenses, *p.attacks):
+        spec.build().validate()
