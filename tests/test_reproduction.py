@@ -28,7 +28,7 @@ def grid_records() -> list:
 def test_paper_2019_places_each_figure_in_its_grid_cell():
     text = reproduction.paper_2019(reproduction.Results(grid_records(), task="toy"))
     assert "Plaintext model (`none`): 0.960." in text
-    quality, visual, membership = ({line.split(" | ")[0].strip("| "): line
+    quality, visual, _, membership = ({line.split(" | ")[0].strip("| "): line
                                     for line in section.splitlines() if line.startswith("| ")}
                                    for section in text.split("###")[1:])
     assert quality["7"].split(" | ")[1:] == ["–", "–", "–", "0.910", "– |"]
