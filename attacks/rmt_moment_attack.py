@@ -79,7 +79,12 @@ def solve(first_x: Tensor, first_y: Tensor, second_x: Tensor, second_y: Tensor, 
             gram = gram + orthogonal_weight * kron.mT @ kron / fs[:, None, None]
     size = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
     gram = gram + 1e-9 * size[:, None, None] * torch.eye(k * k, dtype=a.dtype)
-    vec = torch.linalg.solve(gram, rhs)
+    # The normal equations are symmetric positive definite: Cholesky, not LU (batched LU of
+    # matrices this size hangs with several threads in some CPU builds of torch).
+    factor, info = torch.linalg.cholesky_ex(gram)
+    if bool((info > 0).any()):
+        factor = torch.linalg.cholesky(gram + 1e-6 * size[:, None, None] * torch.eye(k * k, dtype=a.dtype))
+    vec = torch.cholesky_solve(rhs.unsqueeze(-1), factor).squeeze(-1)
     return vec.reshape(p, k, k).mT
 
 
