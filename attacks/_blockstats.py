@@ -209,6 +209,8 @@ def match_positions(dis: Tensor, pub: Tensor, matrix: str, *, steps: int,
     """
     from scipy.optimize import linear_sum_assignment
 
+    if dis.shape[2] == 1:  # one block per image: nothing to permute
+        return torch.zeros(1, dtype=torch.long), {"swaps": 0.0, "cost_hungarian": 0.0, "cost": 0.0}
     if matrix == "projection":
         dis_white = whitener(dis) if dis_white is None else dis_white
         pub_white = whitener(pub) if pub_white is None else pub_white

@@ -177,3 +177,10 @@ def test_view_grants_the_whole_upload_at_level_1_without_sources_or_withheld_lab
     with pytest.raises(PluginError, match="2 targets are not rows"):
         target_rows(ThreatView(level="level-1", task=toy, num_classes=4,
                                targets=Data(torch.rand(2, 1, 12, 12)), upload=view.upload))
+
+
+def test_one_block_per_image_has_nothing_to_permute():
+    attack, m, _ = attack_on("permutation-recovery", "block-rmt", (("block", 12),))
+    assert attack.permutation_.tolist() == [0] and m["attack.swaps"] == 0.0
+    _, moment, _ = attack_on("rmt-moment-attack", "block-rmt", (("block", 12),))
+    assert moment["success"] > 0.5  # the matrix is still estimated and inverted
