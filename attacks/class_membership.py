@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from attacks._common import sub_seed, train_model
-from benchmark.api import (GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, ThreatView, check_choice,
-                           check_number)
+from benchmark.api import (GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, PluginError, ThreatView,
+                           check_choice, check_number)
 from benchmark.registry import register
 
 
@@ -44,19 +44,23 @@ class ClassMembership(Attack):
     Args:
         mapping: "hungarian" (the best one-to-one map of labels to classes on the public set) or
             "majority" (each predicted label to its most frequent true class).
-        epochs: training epochs of the plaintext baseline model (0 skips the baseline).
+        baseline: also train the plaintext baseline model on half of the public images.
+        epochs: the baseline's training epochs (0 uses the task's own recipe).
     """
 
     goal = LABEL
     label_of = "gallery"
     needs = frozenset({MODEL, PUBLIC, GALLERY})
 
-    def __init__(self, mapping: str = "hungarian", epochs: int = 1) -> None:
+    def __init__(self, mapping: str = "hungarian", baseline: bool = True, epochs: int = 0) -> None:
         self.mapping = mapping
+        self.baseline = baseline
         self.epochs = epochs
 
     def validate(self) -> None:
         check_choice(self.name, "mapping", self.mapping, ("hungarian", "majority"))
+        if not isinstance(self.baseline, bool):
+            raise PluginError(f"{self.name}: baseline={self.baseline!r} must be true or false")
         check_number(self.name, "epochs", self.epochs, kind=int, low=0)
 
     def _map(self, counts: Tensor) -> Tensor:
@@ -83,11 +87,12 @@ class ClassMembership(Attack):
         entropy, fano = spread(confusion(y[held], predicted[held], k))
         self.report_ = {"entropy": entropy, "fano": fano,
                         "max_entropy": math.log2(k)}
-        if self.epochs:
+        if self.baseline:
             baseline = train_model(task, public[train], seed=sub_seed(seed, 0), epochs=self.epochs,
                                    num_classes=k)
             base_pred = task.predict(baseline, public.x[held]).argmax(1)
             b_entropy, b_fano = spread(confusion(y[held], base_pred, k))
-            self.report_.update(baseline_entropy=b_entropy, baseline_fano=b_fano)
+            self.report_.update(baseline_entropy=b_entropy, baseline_fano=b_fano,
+                                baseline_accuracy=float((base_pred == y[held]).double().mean()))
         labels = task.predict(view.require(MODEL), view.require(GALLERY)).argmax(1)
         return self._map(counts)[labels]

@@ -115,6 +115,10 @@ def test_class_membership_reports_spread_against_its_baseline():
     for key in ("entropy", "baseline_entropy"):
         assert 0 <= m[f"attack.{key}"] <= 2.0
     assert m["attack.entropy"] < 0.5  # a plaintext-trained model concentrates each class
+    # The baseline is trained with the task's recipe: it classifies, not just concentrates.
+    assert m["attack.baseline_accuracy"] > 0.8 and m["attack.baseline_entropy"] < 1.0
+    with pytest.raises(PluginError, match="baseline='no' must be true or false"):
+        registry.create("attack", "class-membership", {"baseline": "no"}).validate()
 
 
 def test_spread_of_concentrated_and_uniform_histograms():

@@ -21,7 +21,8 @@ def grid_records() -> list:
             attack(rmt(7, 100), visual, "level-1", 12, goal="label")]
     recs.append(record(rmt(7, 100), membership, "level-1", goal="label",
                        metrics={"success": 0.42, "attack.entropy": 1.5, "attack.fano": 33.0,
-                                "attack.baseline_entropy": 0.4, "attack.baseline_fano": 80.0}))
+                                "attack.baseline_entropy": 0.4, "attack.baseline_fano": 80.0,
+                                "attack.baseline_accuracy": 0.9}))
     return recs
 
 
@@ -34,7 +35,8 @@ def test_paper_2019_places_each_figure_in_its_grid_cell():
     assert quality["7"].split(" | ")[1:] == ["–", "–", "–", "0.910", "– |"]
     assert quality["4"].split(" | ")[2] == "0.880"
     assert visual["7"].split(" | ")[4] == "0.120" and "On plaintext (`none`): 0.950" in text
-    assert membership["k=7, σ=100"].split(" | ")[1:] == ["1.500", "33.0", "0.400", "80.0", "0.420 |"]
+    assert membership["k=7, σ=100"].split(" | ")[1:] == ["1.500", "33.0", "0.400", "80.0", "0.900",
+                                                   "0.420 |"]
 
 
 def test_comparative_2023_tabulates_the_known_pair_attacks_against_n():
