@@ -13,11 +13,14 @@ database lacks is printed as "–".
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from benchmark.leaderboard import aggregate
+from benchmark.plan import Spec
 from benchmark.store import Record, Store
 
 MISSING = "–"
@@ -47,23 +50,33 @@ class Results:
         return statistics.fmean(values) if values else None
 
     def accuracy(self, defense: str, **params: object) -> float | None:
-        return self._mean(lambda r: r.attack is None and _matches(r.defense, defense, params),
-                          "accuracy")
+        return self._mean(lambda r: r.attack is None
+                          and _matches(r.defense, defense, params, "defense"), "accuracy")
 
     def attack(self, metric: str, defense: str, attack: str, level: str = "level-1", *,
                attack_params: dict | None = None, **params: object) -> float | None:
         return self._mean(lambda r: r.level == level
-                          and _matches(r.defense, defense, params)
-                          and _matches(r.attack, attack, attack_params or {}), metric)
+                          and _matches(r.defense, defense, params, "defense")
+                          and _matches(r.attack, attack, attack_params or {}, "attack"), metric)
 
     def wall_seconds(self) -> float:
         return sum(float(r.meta.get("wall_seconds") or 0) for r in self.records)
 
 
-def _matches(spec: dict | None, name: str, params: dict) -> bool:
+@functools.cache
+def _full(kind: str, name: str, params: str) -> dict:
+    """Every hyperparameter of ``name`` given ``params`` (JSON), defaults spelled out."""
+    return Spec.of(kind, name, json.loads(params)).param_dict()
+
+
+def _matches(spec: dict | None, name: str, params: dict, kind: str) -> bool:
+    """Whether a stored spec is ``name`` with ``params`` and every other parameter at its
+    default (a record of another version's defaults does not match)."""
     if spec is None or spec["name"] != name:
         return False
-    return all(_same(spec["params"].get(k), v) for k, v in params.items())
+    full = _full(kind, name, json.dumps(params, sort_keys=True))
+    return spec["params"].keys() == full.keys() and all(
+        _same(spec["params"][k], v) for k, v in full.items())
 
 
 def _same(a: object, b: object) -> bool:
@@ -156,9 +169,9 @@ def comparative_2023(res: Results) -> str:
     for name, params in COMPARED:
         cells = [name, _fmt(res.accuracy(name, **params))]
         for level in ("level-1", "level-2"):
-            row = next((r for r in boards[level].rows if r.spec["name"] == name
-                        and all(_same(r.spec["params"].get(k), v) for k, v in params.items())),
-                        None) if level in boards else None
+            row = next((r for r in boards[level].rows
+                        if _matches(r.spec, name, params, "defense")),
+                       None) if level in boards else None
             cells += ([_fmt(row.privacy), f"{row.worst_attack} ({_fmt(max(row.advantages.values()))})"]
                       if row is not None and row.advantages else [MISSING, MISSING])
         rows.append(cells)
