@@ -15,7 +15,7 @@ from defenses._blocks import to_blocks
 
 log = logging.getLogger("disguisebench")
 
-FEATURES = ("pixels", "block-norms", "sorted-block-norms", "sorted-pixels")
+FEATURES = ("pixels", "block-norms", "sorted-block-norms", "sorted-pixels", "block-repeats")
 
 
 def features(x: Tensor, kind: str, block: int | None) -> Tensor | None:
@@ -23,7 +23,10 @@ def features(x: Tensor, kind: str, block: int | None) -> Tensor | None:
 
     "block-norms" are the norms of every row of every k×k block, which right-multiplying a block
     by an orthogonal matrix leaves unchanged; the "sorted" kinds forget positions, so block or
-    pixel permutations leave them unchanged too.
+    pixel permutations leave them unchanged too. "block-repeats" marks the blocks equal to the
+    most frequent block of the whole set ``x``: a deterministic block cipher under one key (AES
+    in ECB mode) maps every blank block to one ciphertext, so the mark traces the image's
+    silhouette whatever the key.
     """
     x = x.double()
     if kind == "pixels":
@@ -33,8 +36,24 @@ def features(x: Tensor, kind: str, block: int | None) -> Tensor | None:
     h, w = x.shape[-2:]
     if not block or h % block or w % block:
         return None
+    if kind == "block-repeats":
+        blocks = to_blocks(x, block).flatten(3)  # (N, C, P, k*k)
+        if not len(blocks):
+            return blocks.flatten(1)[:, :0]
+        values, counts = torch.unique(blocks.reshape(-1, blocks.shape[-1]), dim=0,
+                                      return_counts=True)
+        return (blocks == values[counts.argmax()]).all(-1).flatten(1).double()
     norms = to_blocks(x, block).norm(dim=-1).flatten(2)  # (N, C, P*k)
     return (norms.sort(2).values if kind == "sorted-block-norms" else norms).flatten(1)
+
+
+def disguised_block(block: int | None, plain_side: int, disguised_side: int) -> int | None:
+    """The side of one block in the disguised images: ``block`` unless the defense changes the
+    image size (``block-aes`` writes each block as a 16-byte ciphertext square), in which case
+    the disguised side over the number of blocks per side."""
+    if not block or plain_side % block or disguised_side % (plain_side // block):
+        return block
+    return disguised_side // (plain_side // block)
 
 
 def nearest(targets: Tensor, candidates: Tensor) -> Tensor:
@@ -49,14 +68,16 @@ class TemplateMatch(Attack):
     key of its own (exact for keyless defenses) or, with the level-3 oracle, under the owner's
     key, and compares features that the unknown key cannot change: the pixels for an exact
     re-disguise, the multiset of pixel values under a permutation, the norms of block rows under
-    orthogonal block matrices (sorted when blocks are permuted). ``feature="auto"`` picks the
+    orthogonal block matrices (sorted when blocks are permuted), which blocks repeat the most
+    common block under a deterministic block cipher. ``feature="auto"`` picks the
     feature empirically: it disguises the gallery under two keys of its own (or twice through the
     oracle, in different batches) and keeps the feature that re-identifies best between them,
     reported as ``calibration``. Design card of DisguiseBench; the threat named by Sharma &
     Chen, "Disguised-Nets", 2019 (visual re-identification).
 
     Args:
-        feature: "auto", "pixels", "block-norms", "sorted-block-norms" or "sorted-pixels".
+        feature: "auto", "pixels", "block-norms", "sorted-block-norms", "sorted-pixels" or
+            "block-repeats".
     """
 
     goal = REIDENTIFY
@@ -80,6 +101,7 @@ class TemplateMatch(Attack):
             first = own_key(defense, gallery, seed=sub_seed(seed, 1)).transform(gallery)
             second = own_key(defense, gallery, seed=sub_seed(seed, 2)).transform(gallery[order])
         truth = order[second.sources()[:, 0]]
+        block = disguised_block(block, gallery.x.shape[-1], first.x.shape[-1])
         best, best_score = "pixels", -1.0
         for kind in FEATURES:
             a, b = features(second.x, kind, block), features(first.x, kind, block)
@@ -107,6 +129,7 @@ class TemplateMatch(Attack):
             disguised = view.oracle(gallery)
         else:
             disguised = own_key(defense, gallery, seed=seed).transform(gallery)
+        block = disguised_block(block, gallery.x.shape[-1], disguised.x.shape[-1])
         targets = features(view.require(TARGETS).x, kind, block)
         candidates = features(disguised.x, kind, block)
         if targets is None or candidates is None:

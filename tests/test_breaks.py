@@ -184,3 +184,12 @@ def test_one_block_per_image_has_nothing_to_permute():
     assert attack.permutation_.tolist() == [0] and m["attack.swaps"] == 0.0
     _, moment, _ = attack_on("rmt-moment-attack", "block-rmt", (("block", 12),))
     assert moment["success"] > 0.5  # the matrix is still estimated and inverted
+
+
+@pytest.mark.parametrize("block", [2, 4])
+def test_ecb_repeats_trace_the_silhouette_of_aes_disguised_strokes(block):
+    _, m, _ = attack_on("template-match", "block-aes", (("block", block),),
+                        {"feature": "block-repeats"}, task="strokes")
+    _, pixels, _ = attack_on("template-match", "block-aes", (("block", block),),
+                             {"feature": "pixels"}, task="strokes")
+    assert m["success"] > 0.5 and pixels["success"] < 0.2
