@@ -200,7 +200,7 @@ def test_write_entries_readme_and_page(tmp_path):
         _strict_json(path)
 
     readme = (out / "README.md").read_text()
-    assert "disguisebench run && disguisebench leaderboard" in readme
+    assert "disguisebench run plans/attacks.yaml && disguisebench leaderboard" in readme
     table = readme.split("## toy(epochs=1) / level-1")[1].split("![")[0]
     names = [line.split("|")[3].strip() for line in table.splitlines() if line.startswith("| ")]
     assert names[1:] == [  # sorted by privacy: 1 - 0.1, 1 - 0.3, 1 - 0.7, 1 - 0.95
