@@ -94,15 +94,23 @@ def _paper_rmt(block: int, sigma: int) -> dict:
     return {"block": block, "sigma": sigma, "matrix": "orthogonal", "permutation": "dataset"}
 
 
+def _grid(cell: Callable[[int, int], float | None], unit: str = "", digits: int = 3) -> str:
+    """A block size (rows) × noise level (columns) table of ``cell(k, sigma)``."""
+    return _table(["block k \\ σ", *(f"σ={s}{unit}" for s in SIGMAS)],
+                  ([str(k), *(_fmt(cell(k, s), digits) for s in SIGMAS)] for k in BLOCKS))
+
+
+def _rmt_attack(res: Results, metric: str, attack: str) -> Callable[[int, int], float | None]:
+    return lambda k, s: res.attack(metric, "block-rmt", attack, **_paper_rmt(k, s))
+
+
 def paper_2019(res: Results) -> str:
     """Model quality, visual re-identification and class membership over the 2019 grid."""
     out = [f"### Model quality: test accuracy on disguised images ({res.task})",
            "",
            f"Plaintext model (`none`): {_fmt(res.accuracy('none'))}.",
            "",
-           _table(["block k \\ σ", *map(str, SIGMAS)],
-                  ([str(k), *(_fmt(res.accuracy("block-rmt", **_paper_rmt(k, s))) for s in SIGMAS)]
-                   for k in BLOCKS)),
+           _grid(lambda k, s: res.accuracy("block-rmt", **_paper_rmt(k, s))),
            "",
            "### Visual re-identification: accuracy of a plaintext-trained CNN on disguised "
            "training images",
@@ -111,10 +119,7 @@ def paper_2019(res: Results) -> str:
            f"chance (the largest class among the targets): "
            f"{_fmt(res.attack('chance', 'none', 'visual-reid'))}.",
            "",
-           _table(["block k \\ σ", *map(str, SIGMAS)],
-                  ([str(k), *(_fmt(res.attack("success", "block-rmt", "visual-reid",
-                                              **_paper_rmt(k, s))) for s in SIGMAS)]
-                   for k in BLOCKS)),
+           _grid(_rmt_attack(res, "success", "visual-reid")),
            "",
            "### The harness's level-1 key recovery over the same grid",
            "",
@@ -125,20 +130,11 @@ def paper_2019(res: Results) -> str:
            "no pairs, is matched to the right original by SSIM (second table), and its PSNR in "
            "dB (third table).",
            "",
-           _table(["block k \\ σ", *(f"σ={s} matched" for s in SIGMAS)],
-                  ([str(k), *(_fmt(res.attack("success", "block-rmt", "permutation-recovery",
-                                              **_paper_rmt(k, s))) for s in SIGMAS)]
-                   for k in BLOCKS)),
+           _grid(_rmt_attack(res, "success", "permutation-recovery"), " matched"),
            "",
-           _table(["block k \\ σ", *(f"σ={s} matched" for s in SIGMAS)],
-                  ([str(k), *(_fmt(res.attack("success", "block-rmt", "rmt-moment-attack",
-                                              **_paper_rmt(k, s))) for s in SIGMAS)]
-                   for k in BLOCKS)),
+           _grid(_rmt_attack(res, "success", "rmt-moment-attack"), " matched"),
            "",
-           _table(["block k \\ σ", *(f"σ={s} PSNR" for s in SIGMAS)],
-                  ([str(k), *(_fmt(res.attack("psnr", "block-rmt", "rmt-moment-attack",
-                                              **_paper_rmt(k, s)), 1) for s in SIGMAS)]
-                   for k in BLOCKS)),
+           _grid(_rmt_attack(res, "psnr", "rmt-moment-attack"), " PSNR", 1),
            "",
            "### Class membership: spread of each class's predicted labels on plaintext images",
            "",
@@ -149,8 +145,7 @@ def paper_2019(res: Results) -> str:
            ""]
     rows = []
     for k, s in [(k, s) for k in BLOCKS for s in SIGMAS]:
-        metric = lambda m, k=k, s=s: res.attack(m, "block-rmt", "class-membership",  # noqa: E731
-                                                 **_paper_rmt(k, s))
+        metric = lambda m, k=k, s=s: _rmt_attack(res, m, "class-membership")(k, s)  # noqa: E731
         if k == 7 and s == 100 or k in (4, 28) and s in (0, 100):
             rows.append(_membership_row(f"k={k}, σ={s}", metric))
     rows.append(_membership_row("none", lambda m: res.attack(m, "none", "class-membership")))
