@@ -122,7 +122,10 @@ def invariant_grams(blocks: Tensor, matrix: str, white: Tensor | None = None) ->
 def features(blocks: Tensor, matrix: str, white: Tensor | None = None) -> Tensor:
     """(N, P, F) invariant features of each block: the entries of ``invariant_grams`` (the
     upper triangle for symmetric ones), all channels together."""
-    g = invariant_grams(blocks, matrix, white)
+    return _features(invariant_grams(blocks, matrix, white), matrix)
+
+
+def _features(g: Tensor, matrix: str) -> Tensor:
     n, c, p, k, _ = g.shape
     if matrix == "identity":
         f = g.reshape(n, c, p, k * k)
@@ -134,9 +137,12 @@ def features(blocks: Tensor, matrix: str, white: Tensor | None = None) -> Tensor
 
 def energies(blocks: Tensor, matrix: str, white: Tensor | None = None) -> Tensor:
     """(N, P) invariant energy of every block: the trace of its invariant Gram matrix."""
-    if matrix == "identity":
-        return blocks.pow(2).sum((1, 3, 4))
-    g = invariant_grams(blocks, matrix, white)
+    return _energies(invariant_grams(blocks, matrix, white), matrix)
+
+
+def _energies(g: Tensor, matrix: str) -> Tensor:
+    if matrix == "identity":  # the "Gram" is the block itself: its squared norm
+        return g.pow(2).sum((1, 3, 4))
     return g.diagonal(dim1=-2, dim2=-1).sum((1, -1))
 
 
@@ -214,11 +220,13 @@ def match_positions(dis: Tensor, pub: Tensor, matrix: str, *, steps: int,
     if matrix == "projection":
         dis_white = whitener(dis) if dis_white is None else dis_white
         pub_white = whitener(pub) if pub_white is None else pub_white
-    unary = unary_cost(features(dis, matrix, dis_white), features(pub, matrix, pub_white))
+    gd = invariant_grams(dis, matrix, dis_white)  # computed once for features and energies
+    gp = invariant_grams(pub, matrix, pub_white)
+    unary = unary_cost(_features(gd, matrix), _features(gp, matrix))
     _, cols = linear_sum_assignment(unary.numpy())
     src = torch.as_tensor(cols, dtype=torch.long)
-    dc = correlation(energies(dis, matrix, dis_white))
-    pc = correlation(energies(pub, matrix, pub_white))
+    dc = correlation(_energies(gd, matrix))
+    pc = correlation(_energies(gp, matrix))
     start = assignment_cost(src, unary, dc, pc)
     src, swaps = swap_refine(src, unary, dc, pc, steps=steps)
     return src, {"swaps": float(swaps), "cost_hungarian": start,

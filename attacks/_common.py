@@ -8,6 +8,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -29,6 +30,21 @@ def sub_seed(seed: int, index: int) -> int:
     """The ``index``-th independent seed drawn from ``seed`` (own keys, shadow models, splits)."""
     gen = torch.Generator().manual_seed(seed)
     return int(torch.randint(0, 2**62, (index + 1,), generator=gen)[index])
+
+
+def subsample(x: Any, limit: int, seed: int) -> Any:
+    """At most ``limit`` rows of ``x`` (a tensor or Data), drawn by ``seed`` (all of them when
+    ``limit`` is 0)."""
+    if not limit or len(x) <= limit:
+        return x
+    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:limit]]
+
+
+def regularised_inverse(gram: Tensor, scale: float = 1e-9) -> Tensor:
+    """Inverses of a batch of Gram matrices with a ridge of ``scale`` times their mean diagonal."""
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
+    size = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
+    return torch.linalg.inv(gram + scale * size[..., None, None] * eye)
 
 
 def own_key(defense: Defense, data: Data, *, seed: int) -> Defense:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from attacks._blockstats import blocks_of, layout
-from attacks.permutation_recovery import subsample
+from attacks._common import subsample
 from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, PluginError,
                            ThreatView, check_choice, check_number)
 from benchmark.registry import register
@@ -199,19 +199,6 @@ def local_search(placed: Tensor, lr: Tensor, tb: Tensor, unary: Tensor, gh: int,
         slot = turn_at[do_turn] // orientations
         placed[j, slot] = options[j, slot, turn_at[do_turn] % orientations]
     return placed
-
-
-def best_shift(placed: Tensor, unary: Tensor, gh: int, gw: int) -> Tensor:
-    """The cyclic shift of each solved grid (by whole blocks) that the position prior likes
-    best: edges fix the pieces' arrangement, the prior where in the frame it sits."""
-    n = len(placed)
-    grid = placed.view(n, gh, gw)
-    shifts = [torch.roll(grid, (dr, dc), (1, 2)).reshape(n, -1)
-              for dr in range(gh) for dc in range(gw)]
-    options = torch.stack(shifts, 1)  # (N, shifts, S)
-    slots = torch.arange(gh * gw)
-    cost = unary[torch.arange(n)[:, None, None], slots, options].sum(2)
-    return options[torch.arange(n), cost.argmin(1)]
 
 
 @register("jigsaw")

@@ -7,7 +7,7 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._common import owner_pairs
+from attacks._common import owner_pairs, regularised_inverse
 from benchmark.api import (DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack,
                            PluginError, ThreatView, check_number)
 from benchmark.registry import register
@@ -25,12 +25,6 @@ def block_rows(x: Tensor, k: int) -> Tensor:
 
 def with_intercept(rows: Tensor) -> Tensor:
     return torch.cat([rows, torch.ones(*rows.shape[:-1], 1, dtype=rows.dtype)], -1)
-
-
-def regularised_inverse(gram: Tensor, scale: float = 1e-9) -> Tensor:
-    eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
-    size = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
-    return torch.linalg.inv(gram + scale * size[..., None, None] * eye)
 
 
 @register("known-pair-regression")

@@ -111,9 +111,9 @@ class LearnedInversion(Attack):
                               f", the targets {tuple(targets.shape[1:])}")
         linear = Ridge(self.penalty).fit(disguised, plain)
         shape = plain.shape[1:]
-        estimate = linear.predict(disguised).reshape(-1, *shape)
         recon = linear.predict(targets).reshape(-1, *shape)
         if self.steps:
+            estimate = linear.predict(disguised).reshape(-1, *shape)
             recon = self._refine(estimate, plain, recon, seed)
         return recon.clamp(0, 1)
 

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from attacks._blockstats import correlation, swap_refine
-from attacks.permutation_recovery import subsample
+from attacks._common import regularised_inverse, subsample
 from benchmark.api import (DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack,
                            PluginError, ThreatView, check_number)
 from benchmark.registry import register
@@ -158,7 +158,7 @@ class NeuraCryptBreak(Attack):
         for _ in range(self.boost_rounds):
             confidence = score[torch.arange(len(match)), match]
             keep = confidence >= confidence.median()
-            dist, _ = self._predicted_distance(target_c, gp, match, keep)
+            dist = self._predicted_distance(target_c, gp, match, keep)
             score = -dist
             match = self._match(dist)
         chosen = score[torch.arange(len(match)), match]
@@ -177,7 +177,7 @@ class NeuraCryptBreak(Attack):
         unary = torch.cdist(profile(act_c), profile(act_p)).pow(2)
         unary = unary / unary.mean().clamp_min(1e-12)
         _, cols = linear_sum_assignment(unary.numpy())
-        order, swaps = swap_refine(torch.as_tensor(cols, dtype=torch.long), unary,
+        order, _ = swap_refine(torch.as_tensor(cols, dtype=torch.long), unary,
                                    correlation(act_c), correlation(act_p),
                                    steps=self.refine_steps)
         return order
@@ -196,10 +196,9 @@ class NeuraCryptBreak(Attack):
         return match
 
     def _predicted_distance(self, target_c: Tensor, gallery_patches: Tensor, match: Tensor,
-                            keep: Tensor) -> tuple[Tensor, Tensor]:
+                            keep: Tensor) -> Tensor:
         """(n, G) distance of each target's encoded patches to those per-position ridge
-        regressions (fitted on the kept matches) predict for every gallery image, and (P,) the
-        plaintext position each column of ``target_c`` is fitted from.
+        regressions (fitted on the kept matches) predict for every gallery image.
 
         Every column is regressed on the plaintext patches of every position, and columns are
         moved to the positions that fit them best (one to one, Hungarian algorithm), which
@@ -211,10 +210,7 @@ class NeuraCryptBreak(Attack):
 
         x = design(gallery_patches[match[keep]]).transpose(0, 1)  # (P, m, F)
         y = target_c[keep].transpose(0, 1)  # (P columns, m, D)
-        gram = x.mT @ x
-        size = gram.diagonal(dim1=-2, dim2=-1).mean(-1).clamp_min(1e-12)
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype)
-        inv = torch.linalg.inv(gram + self.ridge * size[:, None, None] * eye)  # (P, F, F)
+        inv = regularised_inverse(x.mT @ x, self.ridge)  # (P, F, F)
         cross = torch.einsum("pmf,cmd->pcfd", x, y)  # position p, column c
         explained = torch.einsum("pcfd,pfg,pcgd->pc", cross, inv, cross)
         residual = y.pow(2).sum((1, 2))[None, :] - explained  # (P, columns)
@@ -223,4 +219,4 @@ class NeuraCryptBreak(Attack):
         source[torch.as_tensor(cols)] = torch.as_tensor(rows)  # column c <- position source[c]
         weight = torch.einsum("cfg,cgd->cfd", inv[source], cross[source, torch.arange(len(cols))])
         predicted = torch.einsum("gcf,cfd->gcd", design(gallery_patches[:, source]), weight)
-        return torch.cdist(target_c.flatten(1), predicted.flatten(1)), source
+        return torch.cdist(target_c.flatten(1), predicted.flatten(1))

@@ -9,18 +9,12 @@ from torch import Tensor
 
 from attacks._blockstats import (assign_per_image, blocks_of, features, layout, match_positions,
                                  place, whitener)
+from attacks._common import subsample
 from benchmark.api import (DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack,
                            PluginError, ThreatView, check_choice, check_number)
 from benchmark.registry import register
 
 log = logging.getLogger("disguisebench")
-
-
-def subsample(x: Tensor, limit: int, seed: int) -> Tensor:
-    """At most ``limit`` rows of ``x``, drawn by ``seed`` (all of them when ``limit`` is 0)."""
-    if not limit or len(x) <= limit:
-        return x
-    return x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:limit]]
 
 
 @register("permutation-recovery")

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from attacks._blockstats import (Layout, assign_per_image, blocks_of, layout, match_positions,
                                  place, second_moments, whitener)
+from attacks._common import subsample
 from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, PluginError,
                            ThreatView, check_number)
 from benchmark.registry import register
@@ -184,9 +185,7 @@ class RMTMomentAttack(Attack):
         targets = view.require(TARGETS)
         public = view.require(PUBLIC)
         pool = view.upload if view.upload is not None else targets
-        if self.max_images and len(pool) > self.max_images:
-            keep = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))
-            pool = pool[keep[: self.max_images]]
+        pool = subsample(pool, self.max_images, seed)
         pub = blocks_of(public.x, k, self.name)
         dis = blocks_of(pool.x, k, self.name)
         tb = blocks_of(targets.x, k, self.name)

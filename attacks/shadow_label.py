@@ -45,13 +45,18 @@ class ShadowLabel(Attack):
         check_number(self.name, "epochs", self.epochs, kind=int, low=1)
         check_choice(self.name, "query", self.query, ("plain", "own-key", "both"))
 
-    def _features(self, view: ThreatView, model: nn.Module, x: Tensor, key: Defense) -> Tensor:
+    def _queries(self, x: Tensor, key: Defense) -> list[Tensor]:
+        """The inputs each model is asked about: the plaintext, its own-key disguise, or both."""
         parts = []
         if self.query in ("plain", "both"):
-            parts.append(log_probs(view.task, model, x))
+            parts.append(x)
         if self.query in ("own-key", "both"):
-            parts.append(log_probs(view.task, model, key.transform(Data(x)).x))
-        return torch.cat(parts, 1)
+            parts.append(key.transform(Data(x)).x)
+        return parts
+
+    @staticmethod
+    def _features(view: ThreatView, model: nn.Module, queries: list[Tensor]) -> Tensor:
+        return torch.cat([log_probs(view.task, model, q) for q in queries], 1)
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
         from sklearn.linear_model import LogisticRegression
@@ -65,21 +70,22 @@ class ShadowLabel(Attack):
         order = torch.randperm(len(public), generator=torch.Generator().manual_seed(seed))
         shadow_set, fit_set = public[order[: len(order) // 2]], public[order[len(order) // 2:]]
         query_key = own_key(defense, public, seed=sub_seed(seed, 0))
-        rows = [self._features(view, owner, fit_set.x, query_key)]
+        queries = self._queries(fit_set.x, query_key)  # disguised once, asked of every model
+        rows = [self._features(view, owner, queries)]
         for s in range(self.shadows):
             key = own_key(defense, shadow_set, seed=sub_seed(seed, 1 + s))
             shadow = train_model(view.task, key.transform(shadow_set), seed=sub_seed(seed, 100 + s),
                                  epochs=self.epochs, num_classes=view.num_classes)
-            rows.append(self._features(view, shadow, fit_set.x, query_key))
+            rows.append(self._features(view, shadow, queries))
         y = fit_set.hard_labels().repeat(len(rows))
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         clf.fit(torch.cat(rows).numpy(), y.numpy())
-        self.report_ = self._probe_baselines(view, rows[0], fit_set, query_key, seed)
-        gallery = self._features(view, owner, view.require(GALLERY), query_key)
+        self.report_ = self._probe_baselines(view, rows[0], fit_set, queries, seed)
+        gallery = self._features(view, owner, self._queries(view.require(GALLERY), query_key))
         return torch.as_tensor(clf.predict(gallery.numpy()), dtype=torch.long)
 
     def _probe_baselines(self, view: ThreatView, owner_rows: Tensor, fit_set: Data,
-                         query_key: Defense, seed: int) -> dict[str, float]:
+                         queries: list[Tensor], seed: int) -> dict[str, float]:
         """Held-out public accuracy of a probe on the owner's model's outputs, and of the same
         probe on an untrained network of the task's architecture: any network's outputs carry
         some class information, and the gap is what the owner's model adds."""
@@ -94,7 +100,7 @@ class ShadowLabel(Attack):
         y, half = fit_set.hard_labels().numpy(), len(fit_set) // 2
         out = {}
         for name, rows in (("probe_owner", owner_rows),
-                           ("probe_untrained", self._features(view, untrained, fit_set.x, query_key))):
+                           ("probe_untrained", self._features(view, untrained, queries))):
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
             clf.fit(rows[:half].numpy(), y[:half])
             out[name] = float((clf.predict(rows[half:].numpy()) == y[half:]).mean())

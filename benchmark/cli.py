@@ -92,20 +92,17 @@ def _cmd_check(args: argparse.Namespace) -> int:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     import time
 
-    from benchmark import leaderboard, report
+    from benchmark import report
     from benchmark.store import Store
 
     if not os.path.exists(args.db):
         raise PluginError(f"no results database at {args.db!r}; run `disguisebench run` first")
     start = time.perf_counter()
     with Store(args.db) as store:
-        records = list(store.records())
-        artifacts = store.artifacts_dir
-    boards = leaderboard.aggregate(records)
-    written = report.write(boards, args.out, artifacts=artifacts, n_records=len(records))
+        boards, written, n_records = report.write_from_store(store, args.out)
     entries = sum(p.suffix == ".json" for p in written)
     print(f"{len(boards)} board(s), {entries} entr{'y' if entries == 1 else 'ies'} from "
-          f"{len(records)} record(s) written to {args.out} in {time.perf_counter() - start:.1f} s; "
+          f"{n_records} record(s) written to {args.out} in {time.perf_counter() - start:.1f} s; "
           f"open {os.path.join(args.out, 'index.html')}", file=sys.stderr)
     return 0
 

@@ -186,13 +186,19 @@ def from_dict(raw: Any, *, where: str = "plan") -> Plan:
     )
 
 
-def _literal(params: dict[str, Any]) -> dict[str, Any]:
+def literal(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters as plan entries: a list value wrapped as ``{value: [...]}`` so it does not sweep."""
     return {k: {"value": v} if isinstance(v, list) else v for k, v in params.items()}
 
 
 def load(path: str | Path | None = None) -> Plan:
     """Read a YAML plan (the default plan when ``path`` is None)."""
     path = Path(path) if path is not None else DEFAULT_PLAN
+    return from_dict(read_raw(path), where=path.name)
+
+
+def read_raw(path: Path) -> Any:
+    """The parsed YAML of a plan file, unchecked; one clear error for a missing file or bad YAML."""
     if not path.is_file():
         raise PlanError(f"plan file {str(path)!r} does not exist")
     try:
@@ -201,7 +207,7 @@ def load(path: str | Path | None = None) -> Plan:
         mark = getattr(err, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise PlanError(f"{path.name}: invalid YAML{at}: {getattr(err, 'problem', err)}") from None
-    return from_dict(raw, where=path.name)
+    return raw
 
 
 def override(plan: Plan, **lists: str | None) -> Plan:
@@ -214,7 +220,7 @@ def override(plan: Plan, **lists: str | None) -> Plan:
         "seeds": list(plan.seeds),
     }
     for key in ("tasks", "defenses", "attacks"):
-        raw[key] = [{s.name: _literal(s.param_dict())} for s in getattr(plan, key)]
+        raw[key] = [{s.name: literal(s.param_dict())} for s in getattr(plan, key)]
     for key, value in lists.items():
         if value is None:
             continue

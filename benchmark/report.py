@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.leaderboard import CONFIDENCE, RESAMPLES, AttackResult, Board, Interval, Row
+from benchmark.leaderboard import (CONFIDENCE, RESAMPLES, AttackResult, Board, Interval, Row,
+                                   aggregate)
+from benchmark.store import Store
 
 log = logging.getLogger("disguisebench")
 
@@ -193,7 +195,9 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
     ]
 
 
-def _cells(board: Board, row: Row, rank: int) -> list[_Cell]:
+def _cells(board: Board, row: Row, rank: int, attacks: list[str] | None = None) -> list[_Cell]:
+    """The cells of one row; ``attacks``, the board's attack columns, when already listed."""
+    attacks = board.attack_labels() if attacks is None else attacks
     worst = row.attacks.get(row.worst_attack) if row.worst_attack else None
     return [
         _Cell(str(rank), rank),
@@ -205,7 +209,7 @@ def _cells(board: Board, row: Row, rank: int) -> list[_Cell]:
         _Cell(_fmt(row.accuracy), row.accuracy, interval=_ci(row.accuracy_interval)),
         _Cell("–" if worst is None else f"{worst.label} ({worst.advantage:.3f})",
               None if worst is None else worst.label),
-        *[_attack_cell(row.attacks.get(a)) for a in board.attack_labels()],
+        *[_attack_cell(row.attacks.get(a)) for a in attacks],
         _Cell(str(row.failed) if row.failed else "", row.failed),
         _Cell(str(row.not_applicable) if row.not_applicable else "", row.not_applicable),
     ]
@@ -219,8 +223,9 @@ def _markdown_table(board: Board, paths: _Paths) -> str:
     headings = [c[0] for c in _columns(board)]
     lines = ["| " + " | ".join(map(_md, headings)) + " |",
              "|" + "|".join("---" if i in (1, 2, 6) else "--:" for i in range(len(headings))) + "|"]
+    attacks = board.attack_labels()
     for rank, row in enumerate(board.rows, 1):
-        cells = [c.full for c in _cells(board, row, rank)]
+        cells = [c.full for c in _cells(board, row, rank, attacks)]
         cells[2] = f"[{_md(row.defense)}]({paths.entries[row.defense]})"
         lines.append("| " + " | ".join(_md(c) if i != 2 else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines)
@@ -452,8 +457,9 @@ def _html(boards: list[Board], paths: list[_Paths], galleries: list[bool],
     views = []
     for i, (board, p, has_gallery) in enumerate(zip(boards, paths, galleries)):
         rows = []
+        attacks = board.attack_labels()
         for rank, row in enumerate(board.rows, 1):
-            cells = _cells(board, row, rank)
+            cells = _cells(board, row, rank, attacks)
             rows.append({"cells": cells, "entry": p.entries[row.defense], "pareto": row.pareto})
         views.append({
             "id": f"board-{i + 1}", "task": board.task, "level": board.level,
@@ -510,3 +516,12 @@ def _remove_stale(out: Path, keep: Iterable[Path]) -> None:
                 path.unlink()
             elif path.is_dir() and not any(path.iterdir()):
                 path.rmdir()
+
+
+def write_from_store(store: Store, out: str | Path) -> tuple[list[Board], list[Path], int]:
+    """Aggregate every record of ``store`` and write the leaderboard under ``out``; return the
+    boards, the paths written and the number of records."""
+    records = list(store.records())
+    boards = aggregate(records)
+    return boards, write(boards, out, artifacts=store.artifacts_dir, n_records=len(records)), \
+        len(records)

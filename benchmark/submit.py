@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from benchmark import leaderboard, plan as plan_mod, registry, report, runner
+from benchmark import plan as plan_mod, registry, report, runner
 from benchmark.store import Store
 
 log = logging.getLogger("disguisebench")
@@ -27,12 +27,11 @@ def submission_plan(name: str, params: dict[str, Any], path: str | Path | None =
                     ) -> plan_mod.Plan:
     """The submission plan with ``name`` (and ``none``) as its defenses."""
     path = Path(path) if path is not None else SUBMISSION_PLAN
-    plan = plan_mod.load(path)
-    raw = yaml.safe_load(path.read_text())
+    raw = plan_mod.read_raw(path)
+    if not isinstance(raw, dict) or not raw:
+        return plan_mod.from_dict(raw, where=path.name)  # raises the plan's own error
     # Lists in submitted parameters are values, not sweeps.
-    literal = {k: {"value": v} if isinstance(v, list) else v for k, v in params.items()}
-    raw["defenses"] = ["none"] if name == "none" else ["none", {name: literal}]
-    raw.setdefault("name", plan.name)
+    raw["defenses"] = ["none"] if name == "none" else ["none", {name: plan_mod.literal(params)}]
     return plan_mod.from_dict(raw, where=path.name)
 
 
@@ -44,7 +43,7 @@ def write_metadata(folder: Path, name: str, params: dict[str, Any]) -> Path:
         return path
     folder.mkdir(parents=True, exist_ok=True)
     cls = registry.get("defense", name)
-    text = (f"# Fill in and send with your submission; see docs/CONTRIBUTING.md.\n"
+    text = ("# Fill in and send with your submission; see docs/CONTRIBUTING.md.\n"
             + yaml.safe_dump({"defense": name, "params": params, "summary": cls.summary(),
                               "origin": registry.origin("defense", name)}, sort_keys=False)
             + "".join(f"{field}: ''\n" for field in METADATA_FIELDS))
@@ -60,8 +59,6 @@ def submit(name: str, params: dict[str, Any], *, plan: str | Path | None, db: st
     the_plan = submission_plan(name, params, plan)
     with Store(db) as store:
         summary = runner.run(the_plan, store, progress=progress, executor=executor)
-        records = list(store.records())
-        artifacts = store.artifacts_dir
-    report.write(leaderboard.aggregate(records), out, artifacts=artifacts, n_records=len(records))
+        report.write_from_store(store, out)
     metadata = write_metadata(Path(out) / "submissions", name, params)
     return summary, metadata

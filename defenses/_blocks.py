@@ -48,10 +48,19 @@ def check_image_size(owner: str, x: Tensor, image_shape: tuple[int, ...]) -> Non
         )
 
 
+def disguised_size(owner: str, image_shape: tuple[int, ...], block: int, padding: str,
+                   side: int | None = None) -> tuple[int, int]:
+    """Height and width of disguised images whose k×k blocks each become ``side``×``side``
+    (default: stay k×k), after padding."""
+    out = block if side is None else side
+    return tuple((padded_size(owner, s, block, padding) // block) * out  # type: ignore[return-value]
+                 for s in image_shape[1:])
+
+
 def check_disguised_size(owner: str, x: Tensor, image_shape: tuple[int, ...], block: int,
-                         padding: str) -> None:
+                         padding: str, side: int | None = None) -> None:
     """Raise unless ``x`` has the (padded) size of the key's images once disguised."""
-    size = tuple(padded_size(owner, side, block, padding) for side in image_shape[1:])
+    size = disguised_size(owner, image_shape, block, padding, side)
     if tuple(x.shape[2:]) != size:
         raise PluginError(f"{owner}: expected disguised images of size {size}, "
                           f"got {tuple(x.shape[2:])}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.api import Data, Defense, PluginError, check_choice, check_number
+from benchmark.api import Data, Defense, check_choice, check_number
 from benchmark.registry import register
 from defenses._blocks import (
-    check_image_size, from_blocks, grid_positions, pad_to_blocks, padded_size, to_blocks,
+    check_disguised_size, check_image_size, disguised_size, from_blocks, grid_positions,
+    pad_to_blocks, to_blocks,
 )
 
 CHUNK = 16  # bytes in one AES block
@@ -80,7 +81,7 @@ class BlockAES(Defense):
         if m != k:
             down = (torch.arange(k) * m + k - 1) // k  # one upsampled copy of each source pixel
             blocks = blocks[..., down, :][..., down]
-        h, w = (padded_size(self.name, side, k, self.padding) for side in image_shape[1:])
+        h, w = disguised_size(self.name, image_shape, k, self.padding)
         x = from_blocks(blocks, h, w)[..., :image_shape[1], :image_shape[2]]
         return x.float().div_(255)
 
@@ -91,10 +92,9 @@ class BlockAES(Defense):
         return blocks.reshape(*blocks.shape[:3], m * m // CHUNK, CHUNK)
 
     def image_from_ciphertext(self, chunks: Tensor, image_shape: tuple[int, int, int]) -> Tensor:
-        m, k = self.cipher_side, self.block
+        m = self.cipher_side
         n, c, p = chunks.shape[:3]
-        h, w = ((padded_size(self.name, side, k, self.padding) // k) * m
-                for side in image_shape[1:])
+        h, w = disguised_size(self.name, image_shape, self.block, self.padding, m)
         return from_blocks(chunks.reshape(n, c, p, m, m), h, w).float().div_(255)
 
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
@@ -129,11 +129,7 @@ class BlockAES(Defense):
 
     def _inverse(self, data: Data) -> Data:
         """Decrypt: the owner gets the images back quantised to bytes."""
-        m, k = self.cipher_side, self.block
-        size = tuple((padded_size(self.name, side, k, self.padding) // k) * m
-                     for side in self.image_shape_[1:])
-        if tuple(data.x.shape[2:]) != size:
-            raise PluginError(f"{self.name}: expected disguised images of size {size}, "
-                              f"got {tuple(data.x.shape[2:])}")
+        check_disguised_size(self.name, data.x, self.image_shape_, self.block, self.padding,
+                             self.cipher_side)
         plain = self._crypt(self.ciphertext_chunks(data.x), decrypt=True)
         return Data(self.image_from_plaintext(plain, self.image_shape_), data.y)

@@ -8,7 +8,7 @@ from torch import Tensor
 from benchmark.api import Data, Defense, PluginError, check_choice, check_number
 from benchmark.registry import register
 from defenses._blocks import (
-    from_blocks, pad_to_blocks, padded_size, random_permutations, to_blocks,
+    from_blocks, grid_positions, pad_to_blocks, random_permutations, to_blocks,
 )
 
 
@@ -97,8 +97,7 @@ class BlockScramble(Defense):
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         c, h, w = data.image_shape
         k = self.block
-        positions = (padded_size(self.name, h, k, self.padding) // k) * \
-            (padded_size(self.name, w, k, self.padding) // k)
+        positions = grid_positions(self.name, h, w, k, self.padding)
         planes = 2 if self.split_bits else 1
         length = planes * c * k * k
         keys = positions if self.key_scope == "block" else 1
@@ -166,10 +165,8 @@ class BlockScramble(Defense):
         v = torch.where(self.invert_, top - v, v)
         return Data(self._image(v, c, h, w).contiguous(), data.y)
 
-    def inverse(self, data: Data) -> Data:
+    def _inverse(self, data: Data) -> Data:
         """The owner's decryption (exact up to the 8-bit quantisation that split_bits applies)."""
-        if not self.is_fitted():
-            raise PluginError(f"{self.name}: call fit() before inverse()")
         x = data.x
         c, h, w = x.shape[1:]
         v, top = self._values(x)

@@ -80,8 +80,7 @@ class NeuraCrypt(Defense):
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         c, h, w = data.image_shape
         p, d = self.patch, self.width
-        grid = (padded_size(self.name, h, p, self.padding, "patch") // p,
-                padded_size(self.name, w, p, self.padding, "patch") // p)
+        grid = self.output_shape(data.image_shape)[1:]
         self.image_shape_ = (c, h, w)
         self.patch_weight_ = _uniform((d, c, p, p), c * p * p, rng)
         self.patch_bias_ = _uniform((d,), c * p * p, rng)
