@@ -213,6 +213,11 @@ class Defense(Plugin):
     reencodes_per_epoch: ClassVar[bool] = False
     # Whether test inputs are disguised too (InstaHide's published protocol leaves them plain).
     encodes_test: ClassVar[bool] = True
+    # Whether an output mixes several images of the batch (InstaHide). The harness cuts every
+    # other defense's transform requests into chunks of sizes it draws, so that no defense can
+    # tell the owner's batches from an attacker's by their size; a mixing defense gets whole
+    # batches.
+    mixes_images: ClassVar[bool] = False
 
     def fit(self, data: Data, *, seed: int, public: Data | None = None) -> Self:
         self.validate()

@@ -1,9 +1,12 @@
 """The cross product of a plan: cells of (task, defense, seed), every attack at every level.
 
-One cell (DESIGN §3): load the task's splits, fit the defense (drawing the owner's key), disguise
-the training and test images, train the task's model on the disguised training set, record its
-accuracy, then build a ThreatView per (attack, level) holding exactly what the level grants and
-the attack declares, run the attack and score its prediction against a truth it never sees.
+One cell (docs/design.md, "One cell"): load the task's splits; start the owner's defense host and
+fit it (drawing the owner's key); disguise the training images, in one pass or one encoding per
+epoch, and that exact upload is what the model trains on, what targets and known pairs are rows of
+and what the cloud holds; train the task's model; record its accuracy on the disguised test
+images; then, per (attack, level), run the attack sealed in its own process with copies of exactly
+what the level grants and the attack declares, and score its prediction against a truth it never
+sees. Seeds derive from the plan seed and the results database's secret salt.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import dataclasses
 import datetime
 import functools
 import hashlib
+import hmac
 import logging
 import math
 import os
@@ -31,9 +35,10 @@ from benchmark.api import (
     RECONSTRUCT, TARGETS, UPLOAD, Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
     check_choice,
 )
-from benchmark.cache import ModelCache
+from benchmark import sandbox
+from benchmark.cache import ModelCache, data_digest
 from benchmark.plan import Plan, Spec, spec_hash
-from benchmark.store import FAILED, NOT_APPLICABLE, OK, Record, Store
+from benchmark.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record, Store, derive_key
 
 log = logging.getLogger("disguisebench")
 
@@ -41,9 +46,14 @@ log = logging.getLogger("disguisebench")
 GALLERY_TARGETS = 4
 
 
-def derive_seed(seed: int, *roles: str) -> int:
-    """An independent 63-bit seed for one role (data, key, training, an attack) of a plan seed."""
-    digest = hashlib.sha256("/".join([str(seed), *roles]).encode()).digest()
+def derive_seed(salt: bytes, seed: int, *roles: str) -> int:
+    """An independent 63-bit seed for one role (data, key, training, an attack) of a plan seed.
+
+    Keyed by the results database's secret salt: knowing the plan seed and the roles, a plugin
+    still cannot compute the owner's key seed.
+    """
+    message = "/".join([str(seed), *roles]).encode()
+    digest = hmac.new(salt, message, hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") >> 1
 
 
@@ -53,23 +63,25 @@ class Cell:
     defense: Spec
     seed: int
 
-    def seeds(self) -> dict[str, int]:
+    def seeds(self, salt: bytes) -> dict[str, int]:
         t, d = spec_hash(self.task.canonical()), spec_hash(self.defense.canonical())
         return {
-            "data": derive_seed(self.seed, "data", t),
-            "targets": derive_seed(self.seed, "targets", t),
-            "key": derive_seed(self.seed, "key", t, d),
-            "train": derive_seed(self.seed, "train", t),
+            "data": derive_seed(salt, self.seed, "data", t),
+            # Per defense: one defense's kept gallery images never show another's targets.
+            "targets": derive_seed(salt, self.seed, "targets", t, d),
+            "key": derive_seed(salt, self.seed, "key", t, d),
+            "train": derive_seed(salt, self.seed, "train", t),
+            "chunks": derive_seed(salt, self.seed, "chunks", t, d),
         }
 
-    def model_key(self) -> str:
+    def model_key(self, salt: bytes) -> str:
         return spec_hash({"task": self.task.canonical(), "defense": self.defense.canonical(),
-                          "seed": self.seed})
+                          "seed": self.seed, "salt": Store.fingerprint_of(salt)})
 
-    def attack_seed(self, attack: Spec) -> int:
+    def attack_seed(self, attack: Spec, salt: bytes) -> int:
         """The same for every defense of a task: attacks on different defenses are paired (and
         work that does not depend on the defense, like a plaintext model, is done once)."""
-        return derive_seed(self.seed, "attack", spec_hash(self.task.canonical()),
+        return derive_seed(salt, self.seed, "attack", spec_hash(self.task.canonical()),
                            spec_hash(attack.canonical()))
 
 
@@ -265,38 +277,48 @@ def build_scenario(splits: Splits, disguised: Data, *, n_targets: int, n_known: 
     )
 
 
-class Oracle:
-    """Disguises attacker-chosen plaintext under the owner's key (level 3)."""
-
-    __slots__ = ("_defense",)
-
-    def __init__(self, defense: Defense) -> None:
-        self._defense = defense
-
-    def __call__(self, data: Data) -> Data:
-        return self._defense.transform(data)
-
-
 def build_view(level: str, granted: frozenset[str], attack: Attack, task: Task,
                splits: Splits, defense: Defense, model: torch.nn.Module,
                scenario: Scenario) -> ThreatView:
+    """A view built in this process, for testing an attack directly (the runner seals attacks)."""
+    fields = view_fields(granted, attack, splits, model, scenario)
+    return ThreatView(
+        level=level, task=task.clone(),
+        defense=defense.clone() if DEFENSE in granted else None,
+        oracle=defense.transform if ORACLE in granted else None,
+        **fields,
+    )
+
+
+def view_fields(granted: frozenset[str], attack: Attack, splits: Splits,
+                model: torch.nn.Module | None, scenario: Scenario) -> dict[str, Any]:
+    """The tensors and model of a view, as copies: what an attack's process receives."""
     targets, upload = scenario.targets, scenario.upload
     if attack.goal == LABEL:
         targets, upload = targets.without_labels(), upload.without_labels()
-    return ThreatView(
-        level=level,
-        task=task.clone(),
-        num_classes=splits.num_classes,
-        targets=targets if TARGETS in granted else None,
-        upload=upload if UPLOAD in granted else None,
-        defense=defense.clone() if DEFENSE in granted else None,
-        model=copy.deepcopy(model).eval() if MODEL in granted else None,
-        public=splits.public if PUBLIC in granted else None,
-        gallery=scenario.gallery.clone() if GALLERY in granted else None,
-        known_pairs=scenario.known_pairs if KNOWN_PAIRS in granted else None,
-        oracle=Oracle(defense) if ORACLE in granted else None,
-        candidates=scenario.candidates if attack.goal == MEMBERSHIP else None,
-    )
+
+    def copied(data: Data | None) -> Data | None:
+        if data is None:
+            return None
+        return Data(data.x.clone(), None if data.y is None else data.y.clone())
+
+    pairs = None
+    if KNOWN_PAIRS in granted:
+        plain, disguised = scenario.known_pairs
+        pairs = (copied(plain), Data(disguised.x.clone(),
+                                     None if disguised.y is None else disguised.y.clone(),
+                                     None if disguised.source is None else disguised.source.clone()))
+    return {
+        "num_classes": splits.num_classes,
+        "targets": copied(targets) if TARGETS in granted else None,
+        "upload": copied(upload) if UPLOAD in granted else None,
+        "model": copy.deepcopy(model).cpu().eval() if MODEL in granted and model is not None
+        else None,
+        "public": copied(splits.public) if PUBLIC in granted else None,
+        "gallery": scenario.gallery.clone() if GALLERY in granted else None,
+        "known_pairs": pairs,
+        "candidates": scenario.candidates.clone() if attack.goal == MEMBERSHIP else None,
+    }
 
 
 def _truth(scenario: Scenario, label_of: str = "targets") -> scoring.Truth:
@@ -306,15 +328,14 @@ def _truth(scenario: Scenario, label_of: str = "targets") -> scoring.Truth:
                          labels=labels, member=scenario.member)
 
 
-def attack_report(attack: Attack) -> dict[str, float]:
-    """The diagnostics an attack left in ``report_``, as metrics named ``attack.<name>``."""
-    report = getattr(attack, "report_", None) or {}
+def attack_report(name: str, report: dict[str, float]) -> dict[str, float]:
+    """An attack's diagnostics, as metrics named ``attack.<name>``."""
     out = {}
-    for name, value in report.items():
+    for key, value in report.items():
         number = float(value)
         if not math.isfinite(number):
-            raise PluginError(f"{attack.name}: report_[{name!r}] = {value!r} is not a finite number")
-        out[f"attack.{name}"] = number
+            raise PluginError(f"{name}: report_[{key!r}] = {value!r} is not a finite number")
+        out[f"attack.{key}"] = number
     return out
 
 
@@ -322,33 +343,99 @@ def _error(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def train_or_load(task: Task, cell: Cell, disguised: Data, splits: Splits, seed: int,
-                  reencode: Callable[[int], Data] | None, cache: ModelCache | None,
-                  verbose: bool) -> tuple[torch.nn.Module, bool]:
-    """The cell's model from the cache, else trained (and cached); True when it was cached."""
-    key = cell.model_key()
-    if cache is not None:
-        model = cache.load(key, lambda: task.build_model(disguised.image_shape, splits.num_classes))
-        if model is not None:
-            from tasks._base import device
+@dataclasses.dataclass
+class Owner:
+    """The owner's side of a cell: the defense host holding the key, and what the cloud holds."""
 
-            return model.to(device()), True
-    model = task.train(disguised, seed=seed, num_classes=splits.num_classes,
-                       reencode=reencode, progress=verbose)
+    host: sandbox.DefenseHost
+    upload: Data
+    reencode: Callable[[int], Data] | None
+    consumed: dict[int, Data]
+
+
+def owner_upload(host: sandbox.DefenseHost, defense: Defense, task: Task,
+                 train: Data) -> Owner:
+    """Disguise the training set: what the model trains on *is* the upload.
+
+    A defense that re-encodes per epoch is asked for each epoch's encoding once; the upload is
+    those encodings (each distinct one once), so targets and known pairs are rows the model saw.
+    There is no separate "everything" call a defense could answer differently.
+    """
+    if not defense.reencodes_per_epoch:
+        return Owner(host, host.transform(train), None, {})
+    consumed: dict[int, Data] = {}
+
+    def reencode(epoch: int) -> Data:
+        if epoch not in consumed:
+            consumed[epoch] = host.transform(train, epoch=epoch)
+        return consumed[epoch]
+
+    epochs = getattr(task, "epochs", None)
+    for epoch in range(epochs if isinstance(epochs, int) and epochs > 0 else 1):
+        reencode(epoch)
+    return Owner(host, _distinct(consumed), reencode, consumed)
+
+
+def _distinct(encodings: dict[int, Data]) -> Data:
+    seen, parts = set(), []
+    for epoch in sorted(encodings):
+        enc = encodings[epoch]
+        digest = data_digest(enc.x, enc.y, enc.sources())
+        if digest not in seen:
+            seen.add(digest)
+            parts.append(enc)
+    if len(parts) == 1:
+        return Data(parts[0].x, parts[0].y, parts[0].sources())
+    width = max(p.sources().shape[1] for p in parts)
+    sources = [torch.cat([p.sources(), p.sources().new_full((len(p), width - p.sources().shape[1]),
+                                                            -1)], 1) for p in parts]
+    has_y = all(p.y is not None for p in parts)
+    return Data(torch.cat([p.x for p in parts]),
+                torch.cat([p.y for p in parts]) if has_y else None, torch.cat(sources))
+
+
+def train_or_load(task: Task, cell: Cell, owner: Owner, splits: Splits, seed: int,
+                  salt: bytes, cache_dir: str | None, verbose: bool) -> tuple[torch.nn.Module, bool]:
+    """The cell's model from the cache, else trained (and cached); True when it was cached.
+
+    A cached model is bound to the digest of the exact upload it was trained on, under a key only
+    the driver holds.
+    """
+    cache = ModelCache(cache_dir, derive_key(salt, "model-cache")) if cache_dir else None
+    key = cell.model_key(salt)
+    upload = owner.upload
+    bound = data_digest(upload.x, upload.y, upload.sources())
     if cache is not None:
-        cache.save(key, model)
+        model = cache.load(key, lambda: task.build_model(upload.image_shape, splits.num_classes),
+                           bound)
+        if model is not None:
+            return model.to(device()), True
+    model = task.train(upload, seed=seed, num_classes=splits.num_classes,
+                       reencode=owner.reencode, progress=verbose)
+    if owner.reencode is not None:
+        owner.upload = _distinct(owner.consumed)  # every encoding training asked for
+        bound = data_digest(owner.upload.x, owner.upload.y, owner.upload.sources())
+    if cache is not None:
+        cache.save(key, model, bound)
     return model, False
 
 
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], None], *,
-             verbose: bool = False, cache_dir: str | None = None,
-             artifacts: str | Path | None = None) -> None:
+             salt: bytes, protected: list[str] | None = None, verbose: bool = False,
+             cache_dir: str | None = None, artifacts: str | Path | None = None) -> None:
     """Produce the records in ``todo`` for one cell, emitting each as soon as it is finished.
 
-    With ``cache_dir``, trained models are cached there; with ``artifacts``, reconstruct-goal
-    attacks keep a few targets' images there (the leaderboard's gallery).
+    ``salt`` is the results database's secret; ``protected`` the paths plugin processes may not
+    touch. With ``cache_dir``, trained models are cached there; with ``artifacts``,
+    reconstruct-goal attacks keep a few targets' images there (the leaderboard's gallery).
     """
-    seeds = cell.seeds()
+    seeds = cell.seeds(salt)
+    protected = list(protected or [])
+    threads = torch.get_num_threads()
     base = {"task": cell.task.canonical(), "defense": cell.defense.canonical(), "seed": cell.seed}
     info = {**manifest(), "plan_hash": plan.digest()}
 
@@ -358,42 +445,72 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
                     level=job.level, status=status, metrics=metrics,
                     meta={**info, **meta}, goal=goal, error=error, **base))
 
+    def fail_all(status: str, err: BaseException, meta: dict) -> None:
+        for job in todo:
+            if job.attack is None:
+                record(job, FAILED, {}, meta, None, _error(err))
+            else:
+                record(job, status, {}, meta, job.attack.build().goal, _error(err))
+
     start = time.perf_counter()
     try:
         task: Task = cell.task.build()
         defense: Defense = cell.defense.build()
         splits = task.load(seed=seeds["data"])
-        defense.fit(splits.train, seed=seeds["key"], public=splits.public)
-        disguised = defense.transform(splits.train)
-        reencode = None
-        if defense.reencodes_per_epoch:
-            reencode = lambda epoch: defense.transform(splits.train, epoch=epoch)  # noqa: E731
-        cache = ModelCache(cache_dir) if cache_dir is not None else None
-        train_start = time.perf_counter()
-        model, cached = train_or_load(task, cell, disguised, splits, seeds["train"], reencode,
-                                      cache, verbose)
-        train_seconds = time.perf_counter() - train_start
-        test = defense.test_inputs(splits.test)
-        accuracy = task.accuracy(model, test)
-        cell_seconds = time.perf_counter() - start
     except KeyboardInterrupt:
         raise
     except Exception as err:  # a plugin that raises is recorded, and the run goes on
         log.warning("cell %s / %s / seed %d failed: %s", cell.task, cell.defense, cell.seed,
                     _error(err))
-        for job in todo:
-            record(job, FAILED, {}, {"wall_seconds": time.perf_counter() - start},
-                   None if job.attack is None else job.attack.build().goal, _error(err))
+        fail_all(FAILED, err, {"wall_seconds": time.perf_counter() - start})
         return
 
-    attacks = [job for job in todo if job.attack is not None]
-    for job in todo:
-        if job.attack is None:
-            record(job, OK, {"accuracy": accuracy, "n_test": len(test)},
-                   {"wall_seconds": cell_seconds, "train_seconds": train_seconds,
-                    "model_cached": cached})
-    if not attacks:
-        return
+    host = None
+    try:
+        try:
+            host = sandbox.DefenseHost(type(defense), defense.get_params(), splits.public,
+                                       chunk_seed=seeds["chunks"], protected=protected,
+                                       threads=threads)
+            host.fit(seed=seeds["key"])
+            owner = owner_upload(host, defense, task, splits.train)
+            train_start = time.perf_counter()
+            model, cached = train_or_load(task, cell, owner, splits, seeds["train"], salt,
+                                          cache_dir, verbose)
+            train_seconds = time.perf_counter() - train_start
+            test = host.test_inputs(splits.test)
+        except sandbox.DefenseFault as err:
+            # The defense failed its own owner: nothing it protects can be credited to it.
+            log.warning("defense %s refused in cell %s / seed %d: %s", cell.defense, cell.task,
+                        cell.seed, err)
+            fail_all(REFUSED, err, {"wall_seconds": time.perf_counter() - start})
+            return
+        accuracy = task.accuracy(model, test)
+        cell_seconds = time.perf_counter() - start
+        for job in todo:
+            if job.attack is None:
+                record(job, OK, {"accuracy": accuracy, "n_test": len(test)},
+                       {"wall_seconds": cell_seconds, "train_seconds": train_seconds,
+                        "model_cached": cached})
+        attacks = [job for job in todo if job.attack is not None]
+        if attacks:
+            _run_attacks(plan, cell, attacks, record, salt=salt, seeds=seeds, task=task,
+                         defense=defense, splits=splits, owner=owner, model=model,
+                         protected=protected, threads=threads, artifacts=artifacts)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:  # a plugin that raises is recorded, and the run goes on
+        log.warning("cell %s / %s / seed %d failed: %s", cell.task, cell.defense, cell.seed,
+                    _error(err))
+        fail_all(FAILED, err, {"wall_seconds": time.perf_counter() - start})
+    finally:
+        if host is not None:
+            host.close()
+
+
+def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..., None], *,
+                 salt: bytes, seeds: dict[str, int], task: Task, defense: Defense,
+                 splits: Splits, owner: Owner, model: torch.nn.Module, protected: list[str],
+                 threads: int, artifacts: str | Path | None) -> None:
     n_targets, n_known = scenario_sizes(len(splits.train), plan.n_targets, plan.n_known)
     if (n_targets, n_known) != (plan.n_targets, plan.n_known):
         log.warning("%s has %d training images, too few for n_targets=%d and n_known=%d; "
@@ -401,7 +518,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
                     plan.n_targets, plan.n_known, n_targets, n_known)
     sizes = {"n_targets": n_targets, "n_known": n_known}
     try:
-        scenario = build_scenario(splits, disguised, n_targets=n_targets, n_known=n_known,
+        scenario = build_scenario(splits, owner.upload, n_targets=n_targets, n_known=n_known,
                                   seed=seeds["targets"])
     except PluginError as err:
         for job in attacks:
@@ -419,31 +536,58 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
         granted = attack.needs | (attack.optional & level_caps)
         memo = (job.attack, granted)
         if memo not in done:
-            t0 = time.perf_counter()
-            extra: dict[str, Any] = {}
-            try:
-                view = build_view(job.level, granted, attack, task, splits, defense, model, scenario)
-                prediction = attack.run(view, seed=cell.attack_seed(job.attack))
-                metrics = scoring.score(attack.goal, prediction, _truth(scenario, attack.label_of))
-                metrics.update(attack_report(attack))
-                status, error = OK, None
-            except KeyboardInterrupt:
-                raise
-            except Exception as err:
-                log.warning("attack %s on %s at %s failed: %s", job.attack, cell.defense,
-                            job.level, _error(err))
-                metrics, status, error = {}, FAILED, _error(err)
-            if status == OK and attack.goal == RECONSTRUCT and artifacts is not None:
-                try:
-                    extra["artifact"] = save_gallery(Path(artifacts), job.key, scenario,
-                                                       prediction)
-                except OSError as err:  # the gallery is a nicety; the score stands without it
-                    log.warning("could not keep gallery images in %s: %s", artifacts, err)
-            done[memo] = (status, metrics, error, time.perf_counter() - t0, extra)
+            done[memo] = _sealed_attack(job, attack, granted, cell, salt=salt, task=task,
+                                        defense=defense, splits=splits, owner=owner, model=model,
+                                        scenario=scenario, protected=protected, threads=threads,
+                                        artifacts=artifacts)
         status, metrics, error, seconds, extra = done[memo]
         record(job, status, metrics,
                {"wall_seconds": seconds, "granted": sorted(granted), **sizes, **extra},
                attack.goal, error)
+
+
+def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell, *, salt: bytes,
+                   task: Task, defense: Defense, splits: Splits, owner: Owner,
+                   model: torch.nn.Module, scenario: Scenario, protected: list[str],
+                   threads: int, artifacts: str | Path | None
+                   ) -> tuple[str, dict, str | None, float, dict]:
+    """One attack in its own process; its prediction scored here. Status, metrics, error, time."""
+    t0 = time.perf_counter()
+    extra: dict[str, Any] = {}
+    seed = cell.attack_seed(job.attack, salt)
+    try:
+        outcome = sandbox.run_attack(
+            attack, view_fields(granted, attack, splits, model, scenario) | {"level": job.level},
+            seed=seed, task=task, defense=defense if DEFENSE in granted else None,
+            oracle=owner.host if ORACLE in granted else None, pool=splits.public,
+            protected=protected, threads=threads,
+            chunk_seed=derive_seed(salt, cell.seed, "attack-chunks", job.key))
+        if outcome.refusal is not None:
+            # Whatever the attack made of it: a defense that fails its attackers is not private.
+            log.warning("defense %s refused attack %s at %s: %s", cell.defense, job.attack,
+                        job.level, outcome.refusal)
+            return REFUSED, {"advantage": 1.0}, outcome.refusal, time.perf_counter() - t0, extra
+        if outcome.error is not None:
+            raise PluginError(outcome.error)
+        metrics = scoring.score(attack.goal, outcome.prediction,
+                                _truth(scenario, attack.label_of))
+        metrics.update(attack_report(attack.name, outcome.report))
+        if ORACLE in granted:
+            metrics["oracle_queries"] = float(outcome.queries)
+        status, error = OK, None
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        log.warning("attack %s on %s at %s failed: %s", job.attack, cell.defense, job.level,
+                    _error(err))
+        return FAILED, {}, _error(err), time.perf_counter() - t0, extra
+    if attack.goal == RECONSTRUCT and artifacts is not None:
+        try:
+            extra["artifact"] = save_gallery(Path(artifacts), job.key, scenario,
+                                             outcome.prediction)
+        except OSError as err:  # the gallery is a nicety; the score stands without it
+            log.warning("could not keep gallery images in %s: %s", artifacts, err)
+    return status, metrics, error, time.perf_counter() - t0, extra
 
 
 @dataclasses.dataclass
@@ -500,7 +644,7 @@ def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = Fal
         bar.set_postfix_str(f"{cell.task} / {cell.defense} / seed {cell.seed}")
         bar.update(1)
 
-    options = {"verbose": verbose,
+    options = {"verbose": verbose, "salt": store.salt, "protected": store.protected_paths(),
                "cache_dir": str(store.path.parent / "models") if cache else None,
                "artifacts": str(store.artifacts_dir)}
     try:

@@ -70,6 +70,7 @@ class InstaHide(Defense):
     """
 
     reencodes_per_epoch = True
+    mixes_images = True
     encodes_test = False
 
     def __init__(self, k: int = 4, mode: str = "inside", upper: float = 0.65, lower: float = 0.3,

@@ -1,0 +1,606 @@
+"""Sealed evaluation: every defense instance and every attack runs in a process of its own.
+
+A plugin is an adversary (docs/design.md, "Threat model of the harness"). The harness, not the
+plugin, decides what the cloud sees and what an attack can touch:
+
+- **Defense hosts.** Each defense instance, the owner's and every clone an attack fits, lives
+  alone in a fresh process started the same way, driven by the same request loop. Every fit is
+  ``fit(public images, seed=..., public=public images)``: the key depends only on the seed, and the
+  owner's private images reach the defense only through ``transform``. Every ``transform`` request
+  is cut by the caller into chunks of harness-drawn sizes (except for defenses that mix the images
+  of a batch, ``Defense.mixes_images``), so the size of the caller's batch is not visible either.
+  Every answer is checked here, outside the defense's process: finite float32 values, the declared
+  output shape, one row per input (or valid ``source`` rows); a defense that raises or answers
+  badly raises :class:`DefenseFault`.
+- **Attack sandboxes.** An attack runs in a fresh process holding copies of what its threat view
+  grants and nothing else: no truth, no splits, no store, no salt, no fitted owner defense. Its
+  ``view.defense`` is a stand-in whose ``fit``/``transform`` go to a defense host through the
+  driver; its oracle is a request the driver answers with the owner's host.
+- **Untrusted bytes.** What comes back from a plugin process is decoded with an unpickler that
+  builds only plain containers and numbers; tensors travel as raw bytes.
+- **Audit hook.** Plugin processes may not open the results database, its salt, the model cache
+  or the artifacts, connect to SQLite, or start programs.
+
+Processes come from a fork server that has imported torch and the registered plugins once, so a
+sandbox starts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import random
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+
+from benchmark.api import Data, Defense, PluginError, ThreatView
+
+log = logging.getLogger("disguisebench")
+
+# Largest chunk of a transform request; chunk sizes are drawn uniformly from [1, MAX_CHUNK].
+MAX_CHUNK = 512
+# Clone hosts one attack may hold at once (each is a process).
+MAX_HOSTS = 16
+
+
+class DefenseFault(PluginError):
+    """The defense raised, or answered with invalid output, while the harness or an attack used it."""
+
+
+class SandboxError(RuntimeError):
+    """A plugin process died or broke the protocol."""
+
+
+# --- plain encoding of untrusted answers -------------------------------------------------------
+
+_TENSOR = "__tensor__"
+_DATA = "__data__"
+
+
+def encode(obj: Any) -> Any:
+    """``obj`` with tensors as raw bytes and Data as tuples: plain values an unpickler can trust."""
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        dtype = str(t.dtype).removeprefix("torch.")
+        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        return (_TENSOR, dtype, tuple(t.shape), raw)
+    if isinstance(obj, Data):
+        return (_DATA, encode(obj.x), encode(obj.y), encode(obj.source))
+    if isinstance(obj, tuple):
+        return tuple(encode(v) for v in obj)
+    if isinstance(obj, list):
+        return [encode(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: encode(v) for k, v in obj.items()}
+    return obj
+
+
+_DTYPES = {"float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8",
+           "uint8", "bool"}
+
+
+def decode(obj: Any) -> Any:
+    if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == _TENSOR:
+        _, dtype, shape, raw = obj
+        if dtype not in _DTYPES or not isinstance(raw, bytes):
+            raise SandboxError(f"a plugin process sent a tensor of dtype {dtype!r}")
+        t = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+        return t.view(getattr(torch, dtype)).reshape(shape).clone()
+    if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == _DATA:
+        x, y, source = (decode(v) for v in obj[1:])
+        if not isinstance(x, torch.Tensor):
+            raise SandboxError("a plugin process sent Data without an image tensor")
+        return Data(x, y, source)
+    if isinstance(obj, tuple):
+        return tuple(decode(v) for v in obj)
+    if isinstance(obj, list):
+        return [decode(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: decode(v) for k, v in obj.items()}
+    return obj
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        raise SandboxError(f"a plugin process sent an object of class {module}.{name}")
+
+
+def receive(conn: Any) -> Any:
+    """One message from a plugin process, built from plain values only."""
+    raw = conn.recv_bytes()
+    try:
+        return decode(_PlainUnpickler(io.BytesIO(raw)).load())
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, RuntimeError) as err:
+        raise SandboxError(f"a plugin process sent an unreadable message ({err})") from None
+
+
+def send_plain(conn: Any, obj: Any) -> None:
+    conn.send_bytes(pickle.dumps(encode(obj), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+_context: Any = None
+
+
+def context() -> Any:
+    """The multiprocessing context of plugin processes: a fork server that preloaded the plugins."""
+    global _context
+    if _context is None:
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            _context = multiprocessing.get_context("forkserver")
+            multiprocessing.set_forkserver_preload(["benchmark._preload"])
+            # The fork server would import a script run as __main__ (running it again); plugin
+            # processes need only the preloaded modules, so start it without one.
+            from multiprocessing import forkserver
+
+            main = sys.modules.get("__main__")
+            path = main.__dict__.pop("__file__", None) if main is not None else None
+            try:
+                forkserver.ensure_running()
+            finally:
+                if path is not None:
+                    main.__file__ = path
+        else:  # pragma: no cover - platforms without fork
+            _context = multiprocessing.get_context("spawn")
+    return _context
+
+
+def _seal(protected: Iterable[str], threads: int) -> None:
+    """In a plugin process: forbid touching the harness's files and starting programs."""
+    roots = tuple(os.path.realpath(p) for p in protected)
+
+    def inside(path: Any) -> bool:
+        if isinstance(path, int) or path is None:
+            return False
+        try:
+            real = os.path.realpath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return False
+        return any(real == r or real.startswith(r + os.sep) for r in roots)
+
+    def hook(event: str, args: tuple) -> None:
+        if event in ("open", "os.remove", "os.rename", "os.truncate", "os.chmod", "os.listdir",
+                     "os.scandir", "shutil.rmtree", "os.symlink", "os.link"):
+            if args and (inside(args[0]) or (event in ("os.rename", "os.symlink", "os.link")
+                                             and len(args) > 1 and inside(args[1]))):
+                raise PermissionError(f"a sandboxed plugin may not touch {args[0]!r}")
+        elif event in ("sqlite3.connect", "subprocess.Popen", "os.system", "os.exec",
+                       "os.posix_spawn", "os.spawn", "pty.spawn"):
+            raise PermissionError(f"a sandboxed plugin may not use {event}")
+
+    sys.addaudithook(hook)
+    torch.set_num_threads(max(1, threads))
+
+
+def _error_text(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"
+
+
+def _build(cls: type, params: dict[str, Any]) -> Any:
+    plugin = cls(**params)
+    plugin.validate()
+    return plugin
+
+
+def _defense_main(conn: Any, cls: type, params: dict[str, Any], pool: Data,
+                  protected: list[str], threads: int) -> None:
+    """A defense host: one defense instance, driven by requests until the driver closes it."""
+    _seal(protected, threads)
+    try:
+        defense = _build(cls, params)
+    except BaseException as err:  # noqa: BLE001 - reported to the driver
+        send_plain(conn, ("error", _error_text(err)))
+        return
+    send_plain(conn, ("ok", None))
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request is None:
+            return
+        method, kwargs = request
+        try:
+            if method == "fit":
+                data = kwargs["data"] if kwargs["data"] is not None else pool
+                defense.fit(data, seed=kwargs["seed"], public=pool)
+                result: Any = None
+            elif method == "transform":
+                result = defense.transform(kwargs["data"], epoch=kwargs["epoch"])
+            elif method in ("test_inputs", "inverse"):
+                result = getattr(defense, method)(kwargs["data"])
+            elif method == "output_shape":
+                result = tuple(int(v) for v in defense.output_shape(tuple(kwargs["shape"])))
+            else:
+                raise SandboxError(f"unknown request {method!r}")
+            if isinstance(result, Data):
+                result = Data(result.x, result.y, result.source)  # plain fields only
+            send_plain(conn, ("ok", result))
+        except BaseException as err:  # noqa: BLE001 - every failure goes back to the driver
+            send_plain(conn, ("error", _error_text(err)))
+
+
+def _check_output(out: Any, n_in: int, shape: tuple[int, ...], what: str,
+                  allow_source: bool) -> Data:
+    if not isinstance(out, Data):
+        raise DefenseFault(f"{what} returned {type(out).__name__}, not Data")
+    x = out.x
+    if x.dtype != torch.float32:
+        raise DefenseFault(f"{what} returned dtype {x.dtype}; expected float32")
+    if tuple(x.shape[1:]) != tuple(shape):
+        raise DefenseFault(f"{what} returned images of shape {tuple(x.shape[1:])} for a batch of "
+                           f"{n_in}; the defense declares {tuple(shape)}")
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).sum())
+        raise DefenseFault(f"{what} returned {bad} NaN or infinite values in a batch of {n_in}")
+    if out.source is None:
+        if len(out) != n_in:
+            raise DefenseFault(f"{what} returned {len(out)} images for {n_in} without a source map")
+    else:
+        src = out.source
+        if not allow_source:
+            raise DefenseFault(f"{what} returned a source map")
+        if src.dim() != 2 or src.dtype not in (torch.int64, torch.int32) or len(src) != len(out):
+            raise DefenseFault(f"{what} returned a source map of shape {tuple(src.shape)}")
+        if len(src) and (int(src.min()) < -1 or int(src.max()) >= n_in or
+                         not bool((src >= 0).any(1).all())):
+            raise DefenseFault(f"{what} returned source indices outside [0, {n_in})")
+    if out.y is not None and (out.y.shape[0] != len(out) or
+                              (out.y.is_floating_point() and not torch.isfinite(out.y).all())):
+        raise DefenseFault(f"{what} returned invalid labels")
+    return out
+
+
+def _merge(parts: list[Data], sizes: list[int]) -> Data:
+    if len(parts) == 1:
+        return parts[0]
+    xs, ys, sources, start = [], [], [], 0
+    has_y = all(p.y is not None for p in parts)
+    has_source = any(p.source is not None for p in parts)
+    width = max((p.source.shape[1] for p in parts if p.source is not None), default=1)
+    for part, size in zip(parts, sizes):
+        xs.append(part.x)
+        if has_y:
+            ys.append(part.y)
+        if has_source:
+            src = part.sources()
+            src = torch.where(src >= 0, src + start, -1)
+            if src.shape[1] < width:
+                src = torch.cat([src, src.new_full((len(src), width - src.shape[1]), -1)], 1)
+            sources.append(src)
+        start += size
+    return Data(torch.cat(xs), torch.cat(ys) if has_y else None,
+                torch.cat(sources) if has_source else None)
+
+
+class DefenseHost:
+    """The driver's handle on one defense instance living in its own process.
+
+    Every defense instance of an evaluation, the owner's and each clone an attack fits, is one of
+    these, created and driven identically; only the seed of ``fit`` differs.
+    """
+
+    def __init__(self, cls: type[Defense], params: dict[str, Any], pool: Data, *,
+                 chunk_seed: int, protected: list[str], threads: int) -> None:
+        self.cls, self.name = cls, getattr(cls, "name", cls.__name__)
+        self._chunks = random.Random(chunk_seed)
+        self._mixes = bool(getattr(cls, "mixes_images", False))
+        self._shapes: dict[tuple, tuple] = {}
+        ctx = context()
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_defense_main, daemon=True,
+                                 args=(child, cls, params, pool, protected, threads))
+        self._proc.start()
+        child.close()
+        self._answer("start")
+
+    def _answer(self, what: str) -> Any:
+        try:
+            reply = receive(self._conn)
+        except (EOFError, OSError):
+            self._proc.join(timeout=1)
+            raise DefenseFault(f"{self.name}.{what}: the defense's process exited "
+                               f"(code {self._proc.exitcode})") from None
+        except SandboxError as err:
+            raise DefenseFault(f"{self.name}.{what}: {err}") from None
+        if not (isinstance(reply, tuple) and len(reply) == 2 and reply[0] in ("ok", "error")):
+            raise DefenseFault(f"{self.name}.{what}: the defense's process broke the protocol")
+        if reply[0] == "error":
+            raise DefenseFault(f"{self.name}.{what}: {reply[1]}")
+        return reply[1]
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        try:
+            self._conn.send((method, kwargs))
+        except (BrokenPipeError, OSError):
+            raise DefenseFault(f"{self.name}.{method}: the defense's process exited") from None
+        return self._answer(method)
+
+    def fit(self, *, seed: int, data: Data | None = None) -> None:
+        """Draw a key: ``fit(public images, seed=seed, public=public images)`` in the host."""
+        self._call("fit", seed=seed, data=data)
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if shape not in self._shapes:
+            out = self._call("output_shape", shape=shape)
+            if not (isinstance(out, tuple) and len(out) == 3 and all(v > 0 for v in out)):
+                raise DefenseFault(f"{self.name}.output_shape({shape}) returned {out!r}")
+            self._shapes[shape] = out
+        return self._shapes[shape]
+
+    def _sizes(self, n: int) -> list[int]:
+        if self._mixes or n == 0:
+            return [n]
+        sizes = []
+        while n > 0:
+            size = min(n, self._chunks.randint(1, MAX_CHUNK))
+            sizes.append(size)
+            n -= size
+        return sizes
+
+    def _chunked(self, method: str, data: Data, shape: tuple[int, ...], **kwargs: Any) -> Data:
+        sizes, parts, start = self._sizes(len(data)), [], 0
+        for size in sizes:
+            chunk = data[start:start + size]
+            out = self._call(method, data=chunk, **kwargs)
+            parts.append(_check_output(out, size, shape, f"{self.name}.{method}",
+                                       allow_source=method == "transform"))
+            start += size
+        return _merge(parts, sizes)
+
+    def transform(self, data: Data, *, epoch: int | None = None) -> Data:
+        shape = self.output_shape(data.image_shape)
+        return self._chunked("transform", data, shape, epoch=epoch)
+
+    def test_inputs(self, data: Data) -> Data:
+        shape = self.output_shape(data.image_shape) if self.cls.encodes_test else data.image_shape
+        return self._chunked("test_inputs", data, shape)
+
+    def inverse(self, data: Data, plain_shape: tuple[int, ...]) -> Data:
+        return self._chunked("inverse", data, plain_shape)
+
+    def close(self) -> None:
+        try:
+            self._conn.send(None)
+        except (BrokenPipeError, OSError):
+            pass
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._conn.close()
+
+    def __enter__(self) -> DefenseHost:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- attack sandboxes ---------------------------------------------------------------------------
+
+class _Channel:
+    """The attack process's line to the driver: defense hosts and the oracle, by request."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        # Hosts of clones collected by the garbage collector, closed before the next request (a
+        # collection can run in the middle of a request, so it must not send one itself).
+        self.released: list[int] = []
+
+    def request(self, op: str, **kwargs: Any) -> Any:
+        while self.released:
+            host = self.released.pop()
+            send_plain(self.conn, ("request", "close", {"host": host}))
+            self.conn.recv()
+        send_plain(self.conn, ("request", op, kwargs))
+        status, value = self.conn.recv()
+        if status == "fault":
+            raise DefenseFault(value)
+        return value
+
+
+def _remote_defense(cls: type[Defense], channel: _Channel) -> type[Defense]:
+    """A subclass of the defense whose keyed operations run in defense hosts of the driver's.
+
+    Hyperparameters, class attributes and public helpers behave as the real class's do; ``fit``,
+    ``transform``, ``test_inputs`` and ``inverse`` are requests.
+    """
+
+    class Remote(cls):  # type: ignore[misc, valid-type]
+        def fit(self, data: Data, *, seed: int, public: Data | None = None) -> Remote:
+            old = self.__dict__.pop("_host", None)
+            if old is not None:
+                channel.request("close", host=old)
+            self.__dict__["_host"] = channel.request("new", data=data, seed=int(seed))
+            self.fitted_ = True
+            return self
+
+        def _remote(self, method: str, **kwargs: Any) -> Data:
+            if "_host" not in self.__dict__:
+                raise PluginError(f"{self.name}: call fit() before {method}()")
+            return channel.request("call", host=self.__dict__["_host"], method=method, **kwargs)
+
+        def transform(self, data: Data, *, epoch: int | None = None) -> Data:
+            return self._remote("transform", data=data, epoch=epoch)
+
+        def test_inputs(self, data: Data) -> Data:
+            return self._remote("test_inputs", data=data)
+
+        def inverse(self, data: Data) -> Data:
+            return self._remote("inverse", data=data)
+
+        def secret_state(self) -> dict[str, Any]:
+            raise PluginError(f"{self.name}: an attacker's clone holds its key in a defense host")
+
+        def __del__(self) -> None:
+            host = self.__dict__.get("_host")
+            if host is not None:
+                channel.released.append(host)
+
+    Remote.__name__, Remote.__qualname__ = cls.__name__, cls.__qualname__
+    Remote.__module__ = cls.__module__
+    return Remote
+
+
+class SealedTask:
+    """The task as public knowledge: architecture, training recipe, prediction; no data."""
+
+    def __init__(self, task: Any) -> None:
+        self._task = task
+
+    def load(self, *args: Any, **kwargs: Any) -> Any:
+        raise PluginError("the task's data is not part of an attacker's view; use view.public")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._task, name)
+
+    def __repr__(self) -> str:
+        return repr(self._task)
+
+
+def _attack_main(conn: Any, payload: dict[str, Any]) -> None:
+    """An attack sandbox: build the view from copies, run the attack, send back its prediction."""
+    _seal(payload["protected"], payload["threads"])
+    channel = _Channel(conn)
+    try:
+        attack = _build(payload["attack_cls"], payload["attack_params"])
+        fields = dict(payload["view"])
+        fields["task"] = SealedTask(_build(payload["task_cls"], payload["task_params"]))
+        if payload["defense_cls"] is not None:
+            remote = _remote_defense(payload["defense_cls"], channel)
+            fields["defense"] = remote(**payload["defense_params"])
+        if payload["oracle"]:
+            fields["oracle"] = lambda data: channel.request("oracle", data=data)
+        view = ThreatView(**fields)
+        prediction = attack.run(view, seed=payload["seed"])
+        report = dict(getattr(attack, "report_", None) or {})
+        if not isinstance(prediction, torch.Tensor):
+            raise PluginError(f"{attack.name}.run returned {type(prediction).__name__}, "
+                              "not a tensor")
+        report = {str(k): float(v) for k, v in report.items()}
+        send_plain(conn, ("done", prediction, report))
+    except BaseException as err:  # noqa: BLE001 - every failure goes back to the driver
+        log.debug("attack failed:\n%s", traceback.format_exc())
+        send_plain(conn, ("error", _error_text(err)))
+
+
+class AttackOutcome:
+    """What came back from one attack sandbox."""
+
+    def __init__(self, prediction: torch.Tensor | None, report: dict[str, float],
+                 error: str | None, refusal: str | None, queries: int) -> None:
+        self.prediction, self.report = prediction, report
+        self.error, self.refusal, self.queries = error, refusal, queries
+
+
+def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
+               defense: Defense | None, oracle: DefenseHost | None, pool: Data,
+               protected: list[str], threads: int, chunk_seed: int) -> AttackOutcome:
+    """Run ``attack`` sealed: ``view`` holds the granted tensors and model, copied into its process.
+
+    ``defense`` is the unfitted spec-built defense (its class and hyperparameters travel); clones the
+    attack fits become defense hosts; ``oracle`` is the owner's host. A defense fault during the
+    attack is remembered as the defense's refusal, whatever the attack does with it.
+    """
+    payload = {
+        "attack_cls": type(attack), "attack_params": attack.get_params(),
+        "task_cls": type(task), "task_params": task.get_params(),
+        "defense_cls": None if defense is None else type(defense),
+        "defense_params": None if defense is None else defense.get_params(),
+        "oracle": oracle is not None, "view": view, "seed": seed,
+        "protected": protected, "threads": threads,
+    }
+    ctx = context()
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=_attack_main, args=(child, payload), daemon=True)
+    proc.start()
+    child.close()
+    hosts: dict[int, DefenseHost] = {}
+    counter = iter(range(1, 1 << 62))
+    chunk_rng = random.Random(chunk_seed)
+    refusal: str | None = None
+    queries = 0
+
+    def serve(op: str, kwargs: dict[str, Any]) -> Any:
+        nonlocal queries
+        if op == "oracle":
+            if oracle is None:
+                raise PluginError("the oracle was not granted")
+            data = kwargs["data"]
+            queries += len(data)
+            return oracle.transform(Data(data.x, data.y))
+        if defense is None:
+            raise PluginError("the defense was not granted")
+        if op == "new":
+            if len(hosts) >= MAX_HOSTS:
+                raise PluginError(f"an attack may hold at most {MAX_HOSTS} fitted clones at once")
+            host = DefenseHost(type(defense), defense.get_params(), pool,
+                               chunk_seed=chunk_rng.getrandbits(62), protected=protected,
+                               threads=threads)
+            hid = next(counter)
+            hosts[hid] = host
+            data = kwargs["data"]
+            same = isinstance(data, Data) and data.image_shape == pool.image_shape
+            host.fit(seed=kwargs["seed"], data=None if same else data)
+            return hid
+        if op == "close":
+            host = hosts.pop(kwargs["host"], None)
+            if host is not None:
+                host.close()
+            return None
+        if op == "call":
+            host = hosts.get(kwargs["host"])
+            if host is None:
+                raise PluginError("that clone was closed or never fitted")
+            method, data = kwargs["method"], kwargs["data"]
+            if method == "transform":
+                return host.transform(data, epoch=kwargs.get("epoch"))
+            if method == "test_inputs":
+                return host.test_inputs(data)
+            if method == "inverse":
+                return host.inverse(data, pool.image_shape)
+        raise SandboxError(f"unknown request {op!r}")
+
+    try:
+        while True:
+            try:
+                message = receive(conn)
+            except (EOFError, OSError):
+                proc.join(timeout=5)
+                return AttackOutcome(None, {}, f"the attack's process exited (code "
+                                     f"{proc.exitcode})", refusal, queries)
+            kind = message[0] if isinstance(message, tuple) and message else None
+            if kind == "request":
+                _, op, kwargs = message
+                try:
+                    conn.send(("ok", serve(op, kwargs)))
+                except DefenseFault as err:
+                    refusal = refusal or str(err)
+                    conn.send(("fault", str(err)))
+                except PluginError as err:
+                    conn.send(("fault", str(err)))
+            elif kind == "done":
+                _, prediction, report = message
+                return AttackOutcome(prediction, report, None, refusal, queries)
+            elif kind == "error":
+                return AttackOutcome(None, {}, str(message[1]), refusal, queries)
+            else:
+                raise SandboxError("the attack's process broke the protocol")
+    finally:
+        for host in hosts.values():
+            host.close()
+        proc.join(timeout=5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+        conn.close()
+
