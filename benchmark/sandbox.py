@@ -27,6 +27,7 @@ sandbox starts in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import multiprocessing
@@ -35,7 +36,7 @@ import pickle
 import random
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -45,7 +46,7 @@ from benchmark.api import Data, Defense, PluginError, ThreatView
 log = logging.getLogger("disguisebench")
 
 # Largest chunk of a transform request; chunk sizes are drawn uniformly from [1, MAX_CHUNK].
-MAX_CHUNK = 512
+MAX_CHUNK = 2048
 # Clone hosts one attack may hold at once (each is a process).
 MAX_HOSTS = 16
 
@@ -137,20 +138,43 @@ def context() -> Any:
         if "forkserver" in multiprocessing.get_all_start_methods():
             _context = multiprocessing.get_context("forkserver")
             multiprocessing.set_forkserver_preload(["benchmark._preload"])
-            # The fork server would import a script run as __main__ (running it again); plugin
-            # processes need only the preloaded modules, so start it without one.
             from multiprocessing import forkserver
 
-            main = sys.modules.get("__main__")
-            path = main.__dict__.pop("__file__", None) if main is not None else None
-            try:
+            with _without_main():
                 forkserver.ensure_running()
-            finally:
-                if path is not None:
-                    main.__file__ = path
         else:  # pragma: no cover - platforms without fork
             _context = multiprocessing.get_context("spawn")
     return _context
+
+
+@contextlib.contextmanager
+def _without_main() -> Iterator[None]:
+    """Start processes that do not import ``__main__``: multiprocessing would run a script again
+    in every plugin process (plugins must live in importable modules)."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.update(saved)
+        if "__spec__" not in saved:
+            main.__dict__.pop("__spec__", None)
+
+
+def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
+    """A plugin process running ``target(conn, *args)``, and the driver's end of its pipe."""
+    ctx = context()
+    conn, child = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+    with _without_main():
+        proc.start()
+    child.close()
+    return proc, conn
 
 
 def _seal(protected: Iterable[str], threads: int) -> None:
@@ -294,12 +318,7 @@ class DefenseHost:
         self._chunks = random.Random(chunk_seed)
         self._mixes = bool(getattr(cls, "mixes_images", False))
         self._shapes: dict[tuple, tuple] = {}
-        ctx = context()
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_defense_main, daemon=True,
-                                 args=(child, cls, params, pool, protected, threads))
-        self._proc.start()
-        child.close()
+        self._proc, self._conn = _start(_defense_main, (cls, params, pool, protected, threads))
         self._answer("start")
 
     def _answer(self, what: str) -> Any:
@@ -452,19 +471,71 @@ def _remote_defense(cls: type[Defense], channel: _Channel) -> type[Defense]:
 
 
 class SealedTask:
-    """The task as public knowledge: architecture, training recipe, prediction; no data."""
+    """The task as public knowledge: architecture, training recipe, prediction; no data.
 
-    def __init__(self, task: Any) -> None:
-        self._task = task
+    ``train`` is done by the driver (task code is trusted, and a model trained on the same data
+    with the same recipe and seed is then shared by every attack of the process, like the
+    plaintext model of ``visual-reid``).
+    """
 
-    def load(self, *args: Any, **kwargs: Any) -> Any:
-        raise PluginError("the task's data is not part of an attacker's view; use view.public")
+    def __init__(self, task: Any, channel: _Channel) -> None:
+        object.__setattr__(self, "_task", task)
+        object.__setattr__(self, "_channel", channel)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._task, name)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._task, name, value)
+
+    def clone(self) -> SealedTask:
+        return SealedTask(self._task.clone(), self._channel)
+
+    def load(self, *args: Any, **kwargs: Any) -> Any:
+        raise PluginError("the task's data is not part of an attacker's view; use view.public")
+
+    def train(self, data: Data, *, seed: int, num_classes: int,
+              reencode: Callable[[int], Data] | None = None, progress: bool = False) -> Any:
+        if reencode is not None:
+            return self._task.train(data, seed=seed, num_classes=num_classes, reencode=reencode)
+        model = self._channel.request("train", params=self._task.get_params(), data=data,
+                                      seed=int(seed), num_classes=int(num_classes))
+        return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
     def __repr__(self) -> str:
         return repr(self._task)
+
+
+# Models the driver trained for attacks, by (recipe, data, seed): the same request gets the same
+# model without training it again.
+_TRAINED: dict[str, Any] = {}
+_TRAINED_MAX = 8
+
+
+def _train_for_attack(task_cls: type, kwargs: dict[str, Any]) -> Any:
+    import copy
+    import hashlib
+    import json
+
+    data: Data = kwargs["data"]
+    if not isinstance(data, Data):
+        raise PluginError("train needs Data")
+    h = hashlib.sha256(json.dumps([task_cls.__module__, task_cls.__qualname__, kwargs["params"],
+                                   kwargs["seed"], kwargs["num_classes"]], sort_keys=True,
+                                  default=str).encode())
+    for t in (data.x, data.y):
+        if t is not None:
+            t = t.contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    key = h.hexdigest()
+    if key not in _TRAINED:
+        task = _build(task_cls, kwargs["params"])
+        model = task.train(data, seed=kwargs["seed"], num_classes=kwargs["num_classes"])
+        while len(_TRAINED) >= _TRAINED_MAX:
+            _TRAINED.pop(next(iter(_TRAINED)))
+        _TRAINED[key] = model.cpu().eval()
+    return copy.deepcopy(_TRAINED[key])
 
 
 def _attack_main(conn: Any, payload: dict[str, Any]) -> None:
@@ -474,7 +545,9 @@ def _attack_main(conn: Any, payload: dict[str, Any]) -> None:
     try:
         attack = _build(payload["attack_cls"], payload["attack_params"])
         fields = dict(payload["view"])
-        fields["task"] = SealedTask(_build(payload["task_cls"], payload["task_params"]))
+        fields["task"] = SealedTask(_build(payload["task_cls"], payload["task_params"]), channel)
+        if fields.get("model") is not None and torch.cuda.is_available():
+            fields["model"] = fields["model"].to("cuda")
         if payload["defense_cls"] is not None:
             remote = _remote_defense(payload["defense_cls"], channel)
             fields["defense"] = remote(**payload["defense_params"])
@@ -519,11 +592,7 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
         "oracle": oracle is not None, "view": view, "seed": seed,
         "protected": protected, "threads": threads,
     }
-    ctx = context()
-    conn, child = ctx.Pipe()
-    proc = ctx.Process(target=_attack_main, args=(child, payload), daemon=True)
-    proc.start()
-    child.close()
+    proc, conn = _start(_attack_main, (payload,))
     hosts: dict[int, DefenseHost] = {}
     counter = iter(range(1, 1 << 62))
     chunk_rng = random.Random(chunk_seed)
@@ -532,6 +601,8 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
 
     def serve(op: str, kwargs: dict[str, Any]) -> Any:
         nonlocal queries
+        if op == "train":
+            return _train_for_attack(type(task), kwargs)
         if op == "oracle":
             if oracle is None:
                 raise PluginError("the oracle was not granted")
