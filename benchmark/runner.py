@@ -450,7 +450,8 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
             if job.attack is None:
                 record(job, FAILED, {}, meta, None, _error(err))
             else:
-                record(job, status, {}, meta, job.attack.build().goal, _error(err))
+                metrics = {"advantage": 1.0} if status == REFUSED else {}
+                record(job, status, metrics, meta, job.attack.build().goal, _error(err))
 
     start = time.perf_counter()
     try:
@@ -568,7 +569,9 @@ def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell
                         job.level, outcome.refusal)
             return REFUSED, {"advantage": 1.0}, outcome.refusal, time.perf_counter() - t0, extra
         if outcome.error is not None:
-            raise PluginError(outcome.error)
+            log.warning("attack %s on %s at %s failed: %s", job.attack, cell.defense, job.level,
+                        outcome.error)
+            return FAILED, {}, outcome.error, time.perf_counter() - t0, extra
         metrics = scoring.score(attack.goal, outcome.prediction,
                                 _truth(scenario, attack.label_of))
         metrics.update(attack_report(attack.name, outcome.report))

@@ -7,8 +7,9 @@ plugin, decides what the cloud sees and what an attack can touch:
   alone in a fresh process started the same way, driven by the same request loop. Every fit is
   ``fit(public images, seed=..., public=public images)``: the key depends only on the seed, and the
   owner's private images reach the defense only through ``transform``. Every ``transform`` request
-  is cut by the caller into chunks of harness-drawn sizes (except for defenses that mix the images
-  of a batch, ``Defense.mixes_images``), so the size of the caller's batch is not visible either.
+  is cut into requests of harness-drawn sizes, each holding a drawn share of the caller's images
+  and public images for the rest, in shuffled order (except for defenses that mix the images of a
+  batch, ``Defense.mixes_images``): the size of the caller's batch is not visible either.
   Every answer is checked here, outside the defense's process: finite float32 values, the declared
   output shape, one row per input (or valid ``source`` rows); a defense that raises or answers
   badly raises :class:`DefenseFault`.
@@ -45,8 +46,9 @@ from benchmark.api import Data, Defense, PluginError, ThreatView
 
 log = logging.getLogger("disguisebench")
 
-# Largest chunk of a transform request; chunk sizes are drawn uniformly from [1, MAX_CHUNK].
-MAX_CHUNK = 2048
+# Largest request a defense host gets; sizes are drawn uniformly from [1, MAX_CHUNK], each request
+# holding between 1 and all of its rows from the caller and public images for the rest.
+MAX_CHUNK = 512
 # Clone hosts one attack may hold at once (each is a process).
 MAX_HOSTS = 16
 
@@ -283,28 +285,6 @@ def _check_output(out: Any, n_in: int, shape: tuple[int, ...], what: str,
     return out
 
 
-def _merge(parts: list[Data], sizes: list[int]) -> Data:
-    if len(parts) == 1:
-        return parts[0]
-    xs, ys, sources, start = [], [], [], 0
-    has_y = all(p.y is not None for p in parts)
-    has_source = any(p.source is not None for p in parts)
-    width = max((p.source.shape[1] for p in parts if p.source is not None), default=1)
-    for part, size in zip(parts, sizes):
-        xs.append(part.x)
-        if has_y:
-            ys.append(part.y)
-        if has_source:
-            src = part.sources()
-            src = torch.where(src >= 0, src + start, -1)
-            if src.shape[1] < width:
-                src = torch.cat([src, src.new_full((len(src), width - src.shape[1]), -1)], 1)
-            sources.append(src)
-        start += size
-    return Data(torch.cat(xs), torch.cat(ys) if has_y else None,
-                torch.cat(sources) if has_source else None)
-
-
 class DefenseHost:
     """The driver's handle on one defense instance living in its own process.
 
@@ -316,6 +296,7 @@ class DefenseHost:
                  chunk_seed: int, protected: list[str], threads: int) -> None:
         self.cls, self.name = cls, getattr(cls, "name", cls.__name__)
         self._chunks = random.Random(chunk_seed)
+        self._pool = pool
         self._mixes = bool(getattr(cls, "mixes_images", False))
         self._shapes: dict[tuple, tuple] = {}
         self._proc, self._conn = _start(_defense_main, (cls, params, pool, protected, threads))
@@ -355,25 +336,55 @@ class DefenseHost:
             self._shapes[shape] = out
         return self._shapes[shape]
 
-    def _sizes(self, n: int) -> list[int]:
-        if self._mixes or n == 0:
-            return [n]
-        sizes = []
-        while n > 0:
-            size = min(n, self._chunks.randint(1, MAX_CHUNK))
-            sizes.append(size)
-            n -= size
-        return sizes
+    def _fillers(self, data: Data, count: int) -> Data | None:
+        """``count`` public images shaped like ``data`` (labels too when it has them), or None."""
+        pool = self._pool
+        if pool.image_shape != data.image_shape or len(pool) == 0:
+            return None
+        rows = torch.tensor([self._chunks.randrange(len(pool)) for _ in range(count)],
+                            dtype=torch.long)
+        if data.y is None:
+            return Data(pool.x[rows])
+        if pool.y is None:
+            return None
+        y = pool.y[rows]
+        if data.y.dim() == 2 and y.dim() == 1:
+            if int(y.max(initial=0)) >= data.y.shape[1]:
+                return None
+            y = torch.nn.functional.one_hot(y, data.y.shape[1]).to(data.y.dtype)
+        elif data.y.dim() != y.dim():
+            return None
+        return Data(pool.x[rows], y.to(data.y.dtype))
 
     def _chunked(self, method: str, data: Data, shape: tuple[int, ...], **kwargs: Any) -> Data:
-        sizes, parts, start = self._sizes(len(data)), [], 0
-        for size in sizes:
-            chunk = data[start:start + size]
-            out = self._call(method, data=chunk, **kwargs)
-            parts.append(_check_output(out, size, shape, f"{self.name}.{method}",
-                                       allow_source=method == "transform"))
-            start += size
-        return _merge(parts, sizes)
+        """``method`` over ``data`` in requests of drawn sizes, padded with public images."""
+        if self._mixes or len(data) == 0:
+            out = self._call(method, data=data, **kwargs)
+            return _check_output(out, len(data), shape, f"{self.name}.{method}",
+                                 allow_source=method == "transform")
+        parts, start = [], 0
+        while start < len(data):
+            size = self._chunks.randint(1, MAX_CHUNK)
+            real = min(len(data) - start, self._chunks.randint(1, size))
+            chunk = data[start:start + real]
+            fill = self._fillers(chunk, size - real) if size > real else None
+            if fill is not None:
+                order = torch.tensor(self._chunks.sample(range(size), size), dtype=torch.long)
+                x = torch.cat([chunk.x, fill.x])[order]
+                y = None if chunk.y is None else torch.cat([chunk.y, fill.y])[order]
+                request = Data(x, y)
+                keep = torch.argsort(order)[:real]  # where each of the caller's rows went
+            else:
+                request, keep = Data(chunk.x, chunk.y), None
+            out = _check_output(self._call(method, data=request, **kwargs), len(request), shape,
+                                f"{self.name}.{method}", allow_source=False)
+            parts.append(out if keep is None else out[keep])
+            start += real
+        if len(parts) == 1:
+            return parts[0]
+        has_y = all(p.y is not None for p in parts)
+        return Data(torch.cat([p.x for p in parts]),
+                    torch.cat([p.y for p in parts]) if has_y else None)
 
     def transform(self, data: Data, *, epoch: int | None = None) -> Data:
         shape = self.output_shape(data.image_shape)
@@ -384,7 +395,9 @@ class DefenseHost:
         return self._chunked("test_inputs", data, shape)
 
     def inverse(self, data: Data, plain_shape: tuple[int, ...]) -> Data:
-        return self._chunked("inverse", data, plain_shape)
+        out = self._call("inverse", data=Data(data.x, data.y))
+        return _check_output(out, len(data), plain_shape, f"{self.name}.inverse",
+                             allow_source=False)
 
     def close(self) -> None:
         try:

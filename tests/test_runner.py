@@ -35,7 +35,8 @@ def test_interrupted_run_resumes_to_the_same_records(tmp_path, toy_plan):
         if len(seen) == 8:
             raise KeyboardInterrupt
 
-    with Store(tmp_path / "cut.db") as cut:
+    # The same salt (as --salt-file gives another machine) reproduces every record.
+    with Store(tmp_path / "cut.db", salt_file=tmp_path / "whole.db.salt") as cut:
         with pytest.raises(KeyboardInterrupt):
             runner.run(toy_plan, cut, on_record=stop_after_eight)
         assert len(cut) == 8
