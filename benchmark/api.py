@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
-# Capabilities an attack can be granted (DESIGN §2). The runner builds a ThreatView holding
+# Capabilities an attack can be granted (docs/design.md, "Threat levels"). The runner builds a ThreatView holding
 # exactly the ones the threat level grants and the attack declares.
 TARGETS = "targets"
 UPLOAD = "upload"

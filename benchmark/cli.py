@@ -42,7 +42,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     print(f"plan {plan.name!r}: {len(plan.tasks)} task(s) x {len(plan.defenses)} defense(s) x "
           f"{len(plan.seeds)} seed(s) = {n_cells} cell(s); {len(plan.attacks)} attack(s) at "
           f"{', '.join(plan.levels)}", file=sys.stderr)
-    with Store(args.db) as store:
+    with Store(args.db, salt_file=args.salt_file) as store:
         if args.retry_failed:
             removed = store.delete_failed()
             print(f"removed {removed} failed record(s) to retry", file=sys.stderr)
@@ -69,7 +69,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 
     if not os.path.exists(args.db):
         raise PluginError(f"no results database at {args.db!r}; run `disguisebench run` first")
-    with Store(args.db) as store:
+    with Store(args.db, salt_file=args.salt_file, create_salt=False) as store:
         print(leaderboard.render_text(leaderboard.aggregate(store.records())))
     return 0
 
@@ -98,7 +98,7 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     if not os.path.exists(args.db):
         raise PluginError(f"no results database at {args.db!r}; run `disguisebench run` first")
     start = time.perf_counter()
-    with Store(args.db) as store:
+    with Store(args.db, salt_file=args.salt_file, create_salt=False) as store:
         boards, written, n_records = report.write_from_store(store, args.out)
     entries = sum(p.suffix == ".json" for p in written)
     print(f"{len(boards)} board(s), {entries} entr{'y' if entries == 1 else 'ies'} from "
@@ -179,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", action="store_true", help="retrain models even when cached")
     p.add_argument("--retry-failed", action="store_true", help="re-run records that failed")
     p.add_argument("--verbose", action="store_true", help="per-cell detail and training bars")
+    p.add_argument("--salt-file", help="the results database's secret salt (default: DB.salt beside it; created with a new database)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check", help="run the conformance checks on a defense")
@@ -187,12 +188,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("show", help="print the boards of a results database")
     p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
+    p.add_argument("--salt-file", help="the results database's secret salt (default: DB.salt beside it; created with a new database)")
     p.set_defaults(func=_cmd_show)
 
     p = sub.add_parser("leaderboard", help="write the leaderboard folder: JSON entries, "
                                            "README.md, plots, galleries and index.html")
     p.add_argument("--db", default=str(DEFAULT_DB), help="results database (default %(default)s)")
     p.add_argument("--out", default="leaderboard", help="output folder (default %(default)s)")
+    p.add_argument("--salt-file", help="the results database's secret salt (default: DB.salt beside it; created with a new database)")
     p.set_defaults(func=_cmd_leaderboard)
 
     p = sub.add_parser("submit", help="evaluate a defense on the submission plan and write "

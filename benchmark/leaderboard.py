@@ -1,4 +1,4 @@
-"""Aggregate stored records into boards: one per (task, level), rows per defense (DESIGN §4).
+"""Aggregate stored records into boards: one per (task, level), rows per defense (docs/design.md, "Scoring").
 
 privacy(defense, task, level) = 1 - max over attacks of the mean advantage over seeds;
 utility = accuracy(defense) / accuracy(none). Records that failed or were not applicable are

@@ -1,4 +1,4 @@
-"""Write aggregated boards to a leaderboard folder (DESIGN §8).
+"""Write aggregated boards to a leaderboard folder (docs/design.md, "Leaderboard").
 
     entries/<task>/<level>/<defense>.json   one entry per (task, level, defense)
     README.md                               one table per board

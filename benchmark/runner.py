@@ -207,7 +207,7 @@ def scenario_sizes(n_train: int, n_targets: int, n_known: int) -> tuple[int, int
 
 def build_scenario(splits: Splits, disguised: Data, *, n_targets: int, n_known: int,
                    seed: int) -> Scenario:
-    """Draw targets, the gallery, known pairs and membership candidates (DESIGN §3)."""
+    """Draw targets, the gallery, known pairs and membership candidates (docs/design.md, "One cell")."""
     rng = torch.Generator().manual_seed(seed)
     n_plain = len(splits.train)
     if n_targets > len(disguised):
@@ -328,8 +328,13 @@ def _truth(scenario: Scenario, label_of: str = "targets") -> scoring.Truth:
                          labels=labels, member=scenario.member)
 
 
-def attack_report(name: str, report: dict[str, float]) -> dict[str, float]:
-    """An attack's diagnostics, as metrics named ``attack.<name>``."""
+def attack_report(attack: Attack | str, report: dict[str, float] | None = None
+                  ) -> dict[str, float]:
+    """An attack's diagnostics (``report``, or the ``report_`` it left), as ``attack.<name>``."""
+    if isinstance(attack, Attack):
+        name, report = attack.name, dict(getattr(attack, "report_", None) or {})
+    else:
+        name, report = attack, report or {}
     out = {}
     for key, value in report.items():
         number = float(value)

@@ -1,4 +1,4 @@
-"""Turn an attack's prediction into success, chance and advantage (DESIGN §4).
+"""Turn an attack's prediction into success, chance and advantage (docs/design.md, "Scoring").
 
 The truth never enters the attack: the runner keeps it and hands it here with the prediction.
 Besides the scalar metrics, each scorer returns what the leaderboard needs to bootstrap over

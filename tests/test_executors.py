@@ -22,7 +22,8 @@ def records(store: Store) -> dict[str, tuple]:
 
 
 def test_process_pool_gives_the_in_process_records(tmp_path, toy_plan, one_thread):
-    with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
+    with Store(tmp_path / "a.db") as a, \
+            Store(tmp_path / "b.db", salt_file=tmp_path / "a.db.salt") as b:
         runner.run(toy_plan, a)
         summary = runner.run(toy_plan, b, executor=executors.ProcessPool(2))
         assert summary.written == len(a)
@@ -31,7 +32,8 @@ def test_process_pool_gives_the_in_process_records(tmp_path, toy_plan, one_threa
 
 def test_ray_gives_the_in_process_records(tmp_path, toy_plan, one_thread):
     pytest.importorskip("ray", reason="the Ray extra is not installed: pip install '.[ray]'")
-    with Store(tmp_path / "a.db") as a, Store(tmp_path / "b.db") as b:
+    with Store(tmp_path / "a.db") as a, \
+            Store(tmp_path / "b.db", salt_file=tmp_path / "a.db.salt") as b:
         runner.run(toy_plan, a)
         runner.run(toy_plan, b, executor=executors.RayExecutor(num_cpus=2))
         assert records(a) == records(b)
@@ -81,4 +83,4 @@ def test_corrupt_cache_file_is_detected_and_the_model_retrained(tmp_path, toy_pl
         runner.run(plan, b)
         (rec,) = [r for r in b.records() if r.attack is None]
     assert rec.meta["model_cached"] is False and rec.status == "ok"
-    assert "is corrupt (checksum mismatch); retraining" in caplog.text
+    assert "does not verify for this database and upload); retraining" in caplog.text

@@ -6,8 +6,10 @@ import torch
 from benchmark import plan as plan_mod
 from benchmark import runner
 from benchmark.api import LABEL, MODEL, ORACLE, TARGETS, Attack, Data, Defense
-from benchmark.store import FAILED, NOT_APPLICABLE, OK, Store
+from benchmark.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
 from tests.conftest import TOY_PLAN, temporary_plugin
+
+SALT = b"test salt, not secret".ljust(32, b".")
 
 
 def metrics_by_key(store: Store) -> dict[str, tuple]:
@@ -62,12 +64,12 @@ def test_seed_canary_template_matching_against_block_rmt(tmp_path):
 
 def test_attack_seeds_never_equal_the_key_seed(toy_plan):
     for cell in runner.cells(toy_plan):
-        key = cell.seeds()["key"]
+        key = cell.seeds(SALT)["key"]
         for attack in toy_plan.attacks:
-            assert cell.attack_seed(attack) != key
+            assert cell.attack_seed(attack, SALT) != key
     a, b = runner.cells(toy_plan)[1:3]
-    assert a.seeds()["data"] == b.seeds()["data"]  # defenses compared on the same splits
-    assert a.seeds()["key"] != b.seeds()["key"]
+    assert a.seeds(SALT)["data"] == b.seeds(SALT)["data"]  # defenses compared on the same splits
+    assert a.seeds(SALT)["key"] != b.seeds(SALT)["key"]
 
 
 class Exploding(Defense):
@@ -101,10 +103,13 @@ def test_failing_plugin_is_recorded_and_the_run_goes_on(tmp_path):
         with Store(tmp_path / "r.db") as store:
             summary = runner.run(plan, store)
             recs = list(store.records())
-    failed = [r for r in recs if r.status == FAILED]
+    failed = [r for r in recs if r.status in (FAILED, REFUSED)]
     assert {r.defense["name"] for r in failed} == {"exploding-defense"}
-    assert all(r.error == "RuntimeError: boom in fit" for r in failed)
-    assert summary.failed == len(failed) == 3
+    assert all("RuntimeError: boom in fit" in r.error for r in failed)
+    # The utility row failed; every attack counts the defense's failure as a break.
+    assert [r.attack for r in failed if r.status == FAILED] == [None]
+    assert all(r.metrics == {"advantage": 1.0} for r in failed if r.status == REFUSED)
+    assert summary.failed == 1 and len(failed) == 3
     assert any(r.defense["name"] == "pixelate" and r.status == OK for r in recs)
 
 
