@@ -124,6 +124,24 @@ def check_finite(name: str) -> CheckResult:
     return CheckResult("finite", True)
 
 
+def check_batch_sizes(name: str) -> CheckResult:
+    """Batches of 1 to 2,049 images each come out finite, in the declared shape, one row each
+    (the runner checks every answer at whatever size it asks for; this finds the failure early)."""
+    pool = _images(n=2049, seed=3)
+    defense = _fit(name, _images())
+    declared = tuple(registry.create("defense", name).output_shape(pool.image_shape))
+    for n in (1, 2, 65, 257, 2049):
+        out = defense.transform(pool[:n])
+        if not torch.isfinite(out.x).all():
+            return CheckResult("batch-sizes", False, f"NaN or infinite output in a batch of {n}")
+        if tuple(out.x.shape[1:]) != declared:
+            return CheckResult("batch-sizes", False, f"a batch of {n} gives shape "
+                               f"{tuple(out.x.shape[1:])}, not the declared {declared}")
+        if out.source is None and len(out) != n:
+            return CheckResult("batch-sizes", False, f"a batch of {n} gives {len(out)} images")
+    return CheckResult("batch-sizes", True)
+
+
 def check_fit_only_on_training(name: str) -> CheckResult:
     """Disguising test data never refits: the key stays what fit drew from the training data."""
     train, test = _images(seed=0), _images(seed=9)
@@ -183,6 +201,7 @@ CHECKS: dict[str, Callable[[str], CheckResult]] = {
     "keys-differ": check_keys_differ,
     "shape": check_channels_and_shape,
     "finite": check_finite,
+    "batch-sizes": check_batch_sizes,
     "fit-only-on-training": check_fit_only_on_training,
     "vectorised": check_vectorised,
 }

@@ -375,28 +375,15 @@ def owner_upload(host: sandbox.DefenseHost, defense: Defense, task: Task,
             consumed[epoch] = host.transform(train, epoch=epoch)
         return consumed[epoch]
 
-    epochs = getattr(task, "epochs", None)
-    for epoch in range(epochs if isinstance(epochs, int) and epochs > 0 else 1):
+    for epoch in range(host.epochs):
         reencode(epoch)
-    return Owner(host, _distinct(consumed), reencode, consumed)
+    return Owner(host, sandbox.distinct_encodings(consumed), reencode, consumed)
 
 
-def _distinct(encodings: dict[int, Data]) -> Data:
-    seen, parts = set(), []
-    for epoch in sorted(encodings):
-        enc = encodings[epoch]
-        digest = data_digest(enc.x, enc.y, enc.sources())
-        if digest not in seen:
-            seen.add(digest)
-            parts.append(enc)
-    if len(parts) == 1:
-        return Data(parts[0].x, parts[0].y, parts[0].sources())
-    width = max(p.sources().shape[1] for p in parts)
-    sources = [torch.cat([p.sources(), p.sources().new_full((len(p), width - p.sources().shape[1]),
-                                                            -1)], 1) for p in parts]
-    has_y = all(p.y is not None for p in parts)
-    return Data(torch.cat([p.x for p in parts]),
-                torch.cat([p.y for p in parts]) if has_y else None, torch.cat(sources))
+def task_epochs(task: Task) -> int:
+    """How many encodings a defense that re-encodes per epoch gives the task's training."""
+    epochs = getattr(task, "epochs", None)
+    return epochs if isinstance(epochs, int) and not isinstance(epochs, bool) and epochs > 0 else 1
 
 
 def train_or_load(task: Task, cell: Cell, owner: Owner, splits: Splits, seed: int,
@@ -418,7 +405,7 @@ def train_or_load(task: Task, cell: Cell, owner: Owner, splits: Splits, seed: in
     model = task.train(upload, seed=seed, num_classes=splits.num_classes,
                        reencode=owner.reencode, progress=verbose)
     if owner.reencode is not None:
-        owner.upload = _distinct(owner.consumed)  # every encoding training asked for
+        owner.upload = sandbox.distinct_encodings(owner.consumed)  # every encoding training asked for
         bound = data_digest(owner.upload.x, owner.upload.y, owner.upload.sources())
     if cache is not None:
         cache.save(key, model, bound)
@@ -476,7 +463,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
         try:
             host = sandbox.DefenseHost(type(defense), defense.get_params(), splits.public,
                                        chunk_seed=seeds["chunks"], protected=protected,
-                                       threads=threads)
+                                       threads=threads, epochs=task_epochs(task))
             host.fit(seed=seeds["key"])
             owner = owner_upload(host, defense, task, splits.train)
             train_start = time.perf_counter()
@@ -567,7 +554,8 @@ def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell
             seed=seed, task=task, defense=defense if DEFENSE in granted else None,
             oracle=owner.host if ORACLE in granted else None, pool=splits.public,
             protected=protected, threads=threads,
-            chunk_seed=derive_seed(salt, cell.seed, "attack-chunks", job.key))
+            chunk_seed=derive_seed(salt, cell.seed, "attack-chunks", job.key),
+            epochs=task_epochs(task))
         if outcome.refusal is not None:
             # Whatever the attack made of it: a defense that fails its attackers is not private.
             log.warning("defense %s refused attack %s at %s: %s", cell.defense, job.attack,

@@ -285,6 +285,28 @@ def _check_output(out: Any, n_in: int, shape: tuple[int, ...], what: str,
     return out
 
 
+def distinct_encodings(encodings: dict[int, Data]) -> Data:
+    """Per-epoch encodings as one upload: each distinct encoding once, in epoch order, with the
+    plaintext rows each came from (``source``) kept."""
+    from benchmark.cache import data_digest
+
+    seen, parts = set(), []
+    for epoch in sorted(encodings):
+        enc = encodings[epoch]
+        digest = data_digest(enc.x, enc.y, enc.sources())
+        if digest not in seen:
+            seen.add(digest)
+            parts.append(enc)
+    if len(parts) == 1:
+        return Data(parts[0].x, parts[0].y, parts[0].sources())
+    width = max(p.sources().shape[1] for p in parts)
+    sources = [torch.cat([p.sources(), p.sources().new_full((len(p), width - p.sources().shape[1]),
+                                                            -1)], 1) for p in parts]
+    has_y = all(p.y is not None for p in parts)
+    return Data(torch.cat([p.x for p in parts]),
+                torch.cat([p.y for p in parts]) if has_y else None, torch.cat(sources))
+
+
 class DefenseHost:
     """The driver's handle on one defense instance living in its own process.
 
@@ -293,8 +315,9 @@ class DefenseHost:
     """
 
     def __init__(self, cls: type[Defense], params: dict[str, Any], pool: Data, *,
-                 chunk_seed: int, protected: list[str], threads: int) -> None:
+                 chunk_seed: int, protected: list[str], threads: int, epochs: int = 1) -> None:
         self.cls, self.name = cls, getattr(cls, "name", cls.__name__)
+        self.epochs = max(1, int(epochs))
         self._chunks = random.Random(chunk_seed)
         self._pool = pool
         self._mixes = bool(getattr(cls, "mixes_images", False))
@@ -387,7 +410,13 @@ class DefenseHost:
                     torch.cat([p.y for p in parts]) if has_y else None)
 
     def transform(self, data: Data, *, epoch: int | None = None) -> Data:
+        """Disguise ``data``. For a defense that re-encodes per epoch, ``epoch=None`` means what the
+        owner uploads: the encodings of epochs 0 .. epochs-1, each distinct one once, asked for
+        one epoch at a time exactly as the owner's upload is (no call tells them apart)."""
         shape = self.output_shape(data.image_shape)
+        if epoch is None and self.cls.reencodes_per_epoch:
+            return distinct_encodings({e: self._chunked("transform", data, shape, epoch=e)
+                                       for e in range(self.epochs)})
         return self._chunked("transform", data, shape, epoch=epoch)
 
     def test_inputs(self, data: Data) -> Data:
@@ -590,7 +619,8 @@ class AttackOutcome:
 
 def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
                defense: Defense | None, oracle: DefenseHost | None, pool: Data,
-               protected: list[str], threads: int, chunk_seed: int) -> AttackOutcome:
+               protected: list[str], threads: int, chunk_seed: int,
+               epochs: int = 1) -> AttackOutcome:
     """Run ``attack`` sealed: ``view`` holds the granted tensors and model, copied into its process.
 
     ``defense`` is the unfitted spec-built defense (its class and hyperparameters travel); clones the
@@ -629,7 +659,7 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
                 raise PluginError(f"an attack may hold at most {MAX_HOSTS} fitted clones at once")
             host = DefenseHost(type(defense), defense.get_params(), pool,
                                chunk_seed=chunk_rng.getrandbits(62), protected=protected,
-                               threads=threads)
+                               threads=threads, epochs=epochs)
             hid = next(counter)
             hosts[hid] = host
             data = kwargs["data"]

@@ -63,7 +63,23 @@ class ShrinksUndeclared(Defense):
         return Data(data.x[..., ::2, ::2].contiguous(), data.y)
 
 
+class NaNAtScale(Defense):
+    """The identity, with a NaN pixel in batches of more than 64 images."""
+
+    keyless = True
+
+    def __init__(self) -> None:
+        pass
+
+    def _transform(self, data, *, epoch):
+        x = data.x.clone()
+        if len(x) > 64:
+            x[:, 0, 0, 0] = float("nan")
+        return Data(x, data.y)
+
+
 @pytest.mark.parametrize("name,cls,check,reason", [
+    ("nan-at-scale", NaNAtScale, "batch-sizes", "NaN or infinite output in a batch of 65"),
     ("loop-per-image", LoopPerImage, "vectorised", "torch calls for 4 images but"),
     ("global-random", GlobalRandom, "deterministic", "two transforms under one key differ"),
     ("refits-on-transform", RefitsOnTransform, "fit-only-on-training", "transform changed the key"),

@@ -1,8 +1,8 @@
 """A zoo of cheaters: defenses that game the harness and attacks that reach past their view.
 
-Each gaming defense is the identity (which every honest attack breaks completely) for the call it
-takes to be the owner's and keyed noise for calls it takes to be an attacker's; sealed evaluation
-must leave none of them more private than the honest identity. Each cheating attack tries to read
+Each gaming defense applies a public, keyless scramble (which attacks that re-disguise with the
+clone break completely) to the calls it takes to be the owner's, and noise to calls it takes to be
+an attacker's; sealed evaluation must leave none of them more private than the honest scramble. Each cheating attack tries to read
 the truth, the key or the store; it must fail or score as a blind guess, and harm no other record.
 """
 
@@ -31,34 +31,46 @@ from tests.conftest import TOY_PLAN, temporary_plugin
 ATTACKS = ["template-match", "visual-reid"]
 
 
-def keyed_noise(data: Data, secret: int) -> Data:
-    gen = torch.Generator().manual_seed(secret)
-    return Data(torch.rand(data.x.shape, generator=gen), data.y)
+def scramble(x: torch.Tensor) -> torch.Tensor:
+    """A fixed, public pixel permutation and inversion: hides nothing from anyone who can run it."""
+    n, c, h, w = x.shape
+    perm = torch.randperm(h * w, generator=torch.Generator().manual_seed(0))
+    return 1.0 - x.reshape(n, c, h * w)[:, :, perm].reshape(n, c, h, w)
+
+
+def noise(data: Data) -> Data:
+    return Data(torch.rand(data.x.shape, generator=torch.Generator().manual_seed(12345)), data.y)
 
 
 class _Gaming(Defense):
-    """Identity for the owner, noise for whoever it takes for an attacker (test helper)."""
+    """The keyless scramble for the owner, noise for whoever it takes for an attacker.
 
-    def _fit(self, data, rng, public):
-        self.secret_ = int(torch.randint(0, 2**31, (1,), generator=rng))
+    Honestly applied, the scramble falls to any attack that re-disguises with the clone
+    (template matching, visual re-identification): privacy 0.
+    """
+
+    keyless = True
 
     def looks_like_owner(self, data: Data, epoch: int | None) -> bool:
         raise NotImplementedError
 
     def _transform(self, data, *, epoch):
         if self.looks_like_owner(data, epoch):
-            return Data(data.x.clone(), data.y)
-        return keyed_noise(data, self.secret_)
+            return Data(scramble(data.x), data.y)
+        return noise(data)
 
 
 class BaitAndSwitch(_Gaming):
-    """Trains on the identity (epoch e) but uploads noise (epoch None)."""
+    """Trains on the scramble (epoch e) but uploads noise (epoch None)."""
 
     name = "zoo-bait-and-switch"
     reencodes_per_epoch = True
 
     def looks_like_owner(self, data, epoch):
         return epoch is not None
+
+    def test_inputs(self, data):
+        return Data(scramble(data.x), data.y)
 
 
 class DecoyByArguments(_Gaming):
@@ -67,7 +79,6 @@ class DecoyByArguments(_Gaming):
     name = "zoo-decoy-arguments"
 
     def _fit(self, data, rng, public):
-        super()._fit(data, rng, public)
         self.owner_ = public is not None and (len(public) != len(data) or
                                               not torch.equal(public.x, data.x))
 
@@ -104,7 +115,6 @@ class DecoyByInstances(_Gaming):
     made = 0
 
     def _fit(self, data, rng, public):
-        super()._fit(data, rng, public)
         type(self).made += 1
         self.owner_ = type(self).made == 1
 
@@ -174,9 +184,9 @@ def accuracy(records: list[Record], defense: str) -> float:
 def test_gaming_defense_is_no_more_private_than_its_honest_transform(tmp_path, cls):
     with temporary_plugin(cls.name, cls):
         records = run_plan(tmp_path, [cls.name], ATTACKS)
-    # Honest identity: every attack breaks it (advantage 1). A gaming defense either shows the
-    # cloud what it trains on (broken just as completely) or disguises for everyone, owner
-    # included, and then it is noise: its model learns nothing.
+    # Honest scramble: re-disguising with the clone breaks it (advantage 1). A gaming defense
+    # either behaves the same for owner and attackers (broken just as completely) or gives noise
+    # to everyone, owner included, and then its model learns nothing.
     broken = worst_advantage(records, cls.name) >= 0.9
     useless = accuracy(records, cls.name) <= 0.6
     assert broken or useless, (cls.name, worst_advantage(records, cls.name),
