@@ -20,7 +20,8 @@ plugin, decides what the cloud sees and what an attack can touch:
 - **Untrusted bytes.** What comes back from a plugin process is decoded with an unpickler that
   builds only plain containers and numbers; tensors travel as raw bytes.
 - **Audit hook.** Plugin processes may not open the results database, its salt, the model cache
-  or the artifacts, connect to SQLite, or start programs.
+  or the artifacts, or another process's files under ``/proc``; nor connect to SQLite or start
+  programs.
 
 Processes come from a fork server that has imported torch and the registered plugins once, so a
 sandbox starts in milliseconds.
@@ -182,6 +183,7 @@ def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
 def _seal(protected: Iterable[str], threads: int) -> None:
     """In a plugin process: forbid touching the harness's files and starting programs."""
     roots = tuple(os.path.realpath(p) for p in protected)
+    own = str(os.getpid())
 
     def inside(path: Any) -> bool:
         if isinstance(path, int) or path is None:
@@ -190,6 +192,9 @@ def _seal(protected: Iterable[str], threads: int) -> None:
             real = os.path.realpath(os.fsdecode(path))
         except (TypeError, ValueError):
             return False
+        parts = real.split(os.sep)
+        if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != own:
+            return True  # another process's memory, environment or open files
         return any(real == r or real.startswith(r + os.sep) for r in roots)
 
     def hook(event: str, args: tuple) -> None:

@@ -316,7 +316,20 @@ class TaskLoader(_Reid):
         return self.guess(view)
 
 
-CHEATS = [StackWalk, HeapScan, SeedRederive, StoreWriter, TaskLoader]
+class ProcPeek(_Reid):
+    """Reads the driver's memory map through /proc, the first step to reading its memory."""
+
+    name = "zoo-proc-peek"
+
+    def run(self, view, *, seed):
+        import os
+
+        with open(f"/proc/{os.getppid()}/maps") as f:  # noqa: PTH123 - the point is to try
+            f.read()
+        return self.guess(view)
+
+
+CHEATS = [StackWalk, HeapScan, SeedRederive, StoreWriter, TaskLoader, ProcPeek]
 
 
 @pytest.mark.parametrize("cls", CHEATS, ids=lambda c: c.name)
