@@ -471,13 +471,20 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
                                           cache_dir, verbose)
             train_seconds = time.perf_counter() - train_start
             test = host.test_inputs(splits.test)
+            accuracy = task.accuracy(model, test)
+        except KeyboardInterrupt:
+            raise
         except sandbox.DefenseFault as err:
             # The defense failed its own owner: nothing it protects can be credited to it.
             log.warning("defense %s refused in cell %s / seed %d: %s", cell.defense, cell.task,
                         cell.seed, err)
             fail_all(REFUSED, err, {"wall_seconds": time.perf_counter() - start})
             return
-        accuracy = task.accuracy(model, test)
+        except Exception as err:  # a plugin that raises is recorded, and the run goes on
+            log.warning("cell %s / %s / seed %d failed: %s", cell.task, cell.defense, cell.seed,
+                        _error(err))
+            fail_all(FAILED, err, {"wall_seconds": time.perf_counter() - start})
+            return
         cell_seconds = time.perf_counter() - start
         for job in todo:
             if job.attack is None:
@@ -489,12 +496,6 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
             _run_attacks(plan, cell, attacks, record, salt=salt, seeds=seeds, task=task,
                          defense=defense, splits=splits, owner=owner, model=model,
                          protected=protected, threads=threads, artifacts=artifacts)
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # a plugin that raises is recorded, and the run goes on
-        log.warning("cell %s / %s / seed %d failed: %s", cell.task, cell.defense, cell.seed,
-                    _error(err))
-        fail_all(FAILED, err, {"wall_seconds": time.perf_counter() - start})
     finally:
         if host is not None:
             host.close()

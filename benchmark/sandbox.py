@@ -58,6 +58,10 @@ class DefenseFault(PluginError):
     """The defense raised, or answered with invalid output, while the harness or an attack used it."""
 
 
+class PluginUnavailable(PluginError):
+    """A plugin could not be rebuilt in its own process (not importable, or its __init__ raised)."""
+
+
 class SandboxError(RuntimeError):
     """A plugin process died or broke the protocol."""
 
@@ -328,7 +332,14 @@ class DefenseHost:
         self._mixes = bool(getattr(cls, "mixes_images", False))
         self._shapes: dict[tuple, tuple] = {}
         self._proc, self._conn = _start(_defense_main, (cls, params, pool, protected, threads))
-        self._answer("start")
+        try:
+            self._answer("start")
+        except DefenseFault as err:
+            self.close()
+            raise PluginUnavailable(
+                f"{err}; a defense is rebuilt in its own process from its module and class name "
+                f"({cls.__module__}.{cls.__qualname__}), so it must live in an importable module "
+                "and build from its hyperparameters") from None
 
     def _answer(self, what: str) -> Any:
         try:
