@@ -52,6 +52,14 @@ class PluginError(ValueError):
     """A plugin was given a bad parameter or bad input; the message says what would be valid."""
 
 
+class NotApplicable(PluginError):
+    """An attack cannot apply to this defense: it needs structure the defense does not have (a
+    block-wise layout, disguised images of the plaintext's shape). The runner records it as
+    not-applicable with the message, like a capability the level does not grant, so it neither
+    scores nor marks the entry incomplete. Raise it only for what the defense's public
+    hyperparameters or output shape decide, never for a failure of the attack's own code."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Data:
     """A batch of images with labels.

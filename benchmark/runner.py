@@ -25,11 +25,11 @@ from typing import Any
 
 import torch
 
-from benchmark import scoring
+from benchmark import baselines, scoring
 from benchmark.api import (
     DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LABEL_OF, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC,
-    RECONSTRUCT, TARGETS, UPLOAD, Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
-    check_choice,
+    RECONSTRUCT, TARGETS, UPLOAD, Attack, Data, Defense, NotApplicable, PluginError, Splits, Task,
+    ThreatView, check_choice,
 )
 from benchmark.cache import ModelCache
 from benchmark.plan import Plan, Spec, spec_hash
@@ -424,11 +424,15 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
             try:
                 view = build_view(job.level, granted, attack, task, splits, defense, model, scenario)
                 prediction = attack.run(view, seed=cell.attack_seed(job.attack))
-                metrics = scoring.score(attack.goal, prediction, _truth(scenario, attack.label_of))
+                truth = baselines.with_chance(_truth(scenario, attack.label_of), attack, task,
+                                              splits, seed=seeds["train"])  # issue 17
+                metrics = scoring.score(attack.goal, prediction, truth)
                 metrics.update(attack_report(attack))
                 status, error = OK, None
             except KeyboardInterrupt:
                 raise
+            except NotApplicable as err:  # issue 17: the attack needs what this defense lacks
+                metrics, status, error = {}, NOT_APPLICABLE, _error(err)
             except Exception as err:
                 log.warning("attack %s on %s at %s failed: %s", job.attack, cell.defense,
                             job.level, _error(err))

@@ -22,7 +22,11 @@ DEFAULT_DB = Path("results") / "disguisebench.db"
 OK = "ok"
 FAILED = "failed"
 NOT_APPLICABLE = "not-applicable"
-STATUSES = (OK, FAILED, NOT_APPLICABLE)
+# The defense raised or returned invalid output while an attack used it (its keyless clone, a
+# re-fit under the attacker's key, the oracle): it refused to be evaluated, which the
+# leaderboard scores as a complete break of that attack (advantage 1), the reason shown.
+REFUSED = "refused"
+STATUSES = (OK, FAILED, NOT_APPLICABLE, REFUSED)
 
 
 # MIGRATIONS[v] upgrades a database of schema version v to v + 1, in one transaction.
