@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from benchmark.api import (DEFENSE, LABEL, PUBLIC, TARGETS, Attack, Data, ThreatView,
-                           check_choice, check_number)
+from benchmark.api import (DEFENSE, LABEL, PUBLIC, TARGETS, Attack, Data, NotApplicable,
+                           ThreatView, check_choice, check_number)
 from attacks._common import train_model
 from benchmark.registry import register
 
@@ -42,6 +42,10 @@ class VisualReID(Attack):
         if self.train_on == "own-key":
             defense = view.require(DEFENSE).fit(public, seed=seed)
             public = defense.transform(public)
+        targets = view.require(TARGETS).x
+        if tuple(targets.shape[1:]) != public.image_shape:
+            raise NotApplicable(f"{self.name}: a model of images of shape {public.image_shape} "
+                                f"cannot label disguised images of shape {tuple(targets.shape[1:])}")
         model = train_model(view.task, public, seed=seed, epochs=self.epochs,
                             num_classes=view.num_classes)
-        return view.task.predict(model, view.require(TARGETS).x).argmax(1)
+        return view.task.predict(model, targets).argmax(1)
