@@ -54,10 +54,18 @@ def seed_mean(per_seed: dict[int, np.ndarray], weights: np.ndarray,
 
 def jeffreys(k: float, n: float, uniform: np.ndarray) -> np.ndarray:
     """Draws of a binomial proportion from its Jeffreys posterior, by inverse transform of the
-    given uniforms (shared uniforms keep draws of equal outcomes equal)."""
+    given uniforms (shared uniforms keep draws of equal outcomes equal). At k = 0 or k = n the
+    tail beyond the observation is set to it, as Brown, Cai & DasGupta modify the interval
+    there, so its outer end is exactly 0 or 1."""
     from scipy.stats import beta
 
-    return beta.ppf(uniform, k + 0.5, n - k + 0.5)
+    draws = beta.ppf(uniform, k + 0.5, n - k + 0.5)
+    tail = (1 - CONFIDENCE) / 2
+    if k <= 0:
+        draws = np.where(uniform < tail, 0.0, draws)
+    if k >= n:
+        draws = np.where(uniform > 1 - tail, 1.0, draws)
+    return draws
 
 
 def at_boundary(outcomes: np.ndarray) -> bool:
