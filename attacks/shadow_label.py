@@ -103,10 +103,11 @@ class ShadowLabel(Attack):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
+        shape = tuple(queries[0].shape[1:])  # what the owner's model takes
         with seeded(sub_seed(seed, 300)):
-            untrained = view.task.build_model(fit_set.image_shape, view.num_classes).eval()
+            untrained = view.task.build_model(shape, view.num_classes).eval()
         if hasattr(untrained, "standardize"):
-            untrained.standardize.fit(fit_set.x)
+            untrained.standardize.fit(queries[0])
         y, half = fit_set.hard_labels().numpy(), len(fit_set) // 2
         out = {}
         for name, rows in (("probe_owner", owner_rows),

@@ -220,3 +220,49 @@ def test_the_runner_records_the_public_baseline_as_chance(tmp_path):
     assert len(m["chance_per_target"]) == len(m["per_target"])
     assert m["chance"] == pytest.approx(sum(m["chance_per_target"]) / len(m["per_target"]))
     assert m["chance"] > m["majority"]  # public data alone labels the toy classes well
+
+
+# ------------------------------------------------------------------ attacks on every defense
+
+
+def test_upload_match_catches_an_undisguised_or_keyless_upload():
+    from tests.test_attacks import attack_on
+
+    for defense in ("none", "pixelate"):
+        _, m = attack_on("upload-match", "level-1", defense)
+        assert m["success"] >= 0.99, defense  # AUC
+    # A keyed defense: the attacker's own key is no help, the owner's oracle is.
+    _, own = attack_on("upload-match", "level-1", "block-rmt", (("block", 4),))
+    _, oracle = attack_on("upload-match", "level-3", "block-rmt", (("block", 4),))
+    assert own["success"] < 0.8 and oracle["success"] >= 0.99
+
+
+@pytest.mark.parametrize("name,params", [("shadow-label", {"epochs": 1}),
+                                         ("shadow-membership", {"epochs": 1}),
+                                         ("upload-match", {})])
+def test_shadow_and_matching_attacks_map_instahide_rows_to_their_sources(name, params):
+    from tests.test_attacks import attack_on
+
+    for level in ("level-1", "level-3"):
+        attack, m = attack_on(name, level, "instahide", attack_params=params)
+        assert 0.0 <= m["advantage"] <= 1.0
+
+
+@pytest.mark.parametrize("name", ["class-membership", "visual-reid", "instahide-carlini",
+                                  "jigsaw", "aes-codebook", "known-pair-regression"])
+def test_attacks_that_need_plaintext_shaped_or_block_wise_disguises_say_so_on_neuracrypt(name):
+    from tests.test_attacks import attack_on
+
+    with pytest.raises(NotApplicable):
+        attack_on(name, "level-2", "neuracrypt", attack_params={"epochs": 1}
+                  if name in ("class-membership", "visual-reid") else None)
+
+
+def test_shadow_label_queries_only_disguises_on_neuracrypt():
+    from tests.test_attacks import attack_on
+
+    _, m = attack_on("shadow-label", "level-1", "neuracrypt", attack_params={"epochs": 1})
+    assert 0.0 <= m["advantage"] <= 1.0
+    with pytest.raises(NotApplicable, match="query='plain'"):
+        attack_on("shadow-label", "level-1", "neuracrypt",
+                  attack_params={"epochs": 1, "query": "plain"})
