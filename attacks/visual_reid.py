@@ -14,7 +14,10 @@ from benchmark.registry import register
 class VisualReID(Attack):
     """Label disguised training images with a classifier trained on public images.
 
-    Threat: the cloud recognises what the owner's images show (level 1). With
+    Threat: the cloud recognises what the owner's images show (level 1). The owner uploads the
+    targets' labels at every level, so labelling them is no attack: it scores chance 1 and
+    advantage 0 on the boards (issue 17), and its success rate is kept for the 2019
+    reproduction. With
     ``train_on="plain"`` this is the paper's attack (a model of the originals applied to disguised
     images); ``"own-key"`` trains on the public set disguised under the attacker's own key, which
     defeats keyless disguises. Sharma & Chen, "Disguised-Nets: Image Disguising for

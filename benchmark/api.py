@@ -290,8 +290,10 @@ class Attack(Plugin):
     scorer judges them against a truth the attack never sees.
 
     For the ``label`` goal, ``label_of`` says whose classes the attack predicts: the disguised
-    ``"targets"`` (one class per target) or the plaintext ``"gallery"`` images (one per gallery
-    image; model-misuse attacks that feed plaintext to the owner's model). An attack may also set
+    ``"targets"`` (one class per target; the cloud holds their labels, so this scores chance 1
+    and advantage 0) or the plaintext ``"gallery"`` images (one per gallery image; model-misuse
+    attacks that feed plaintext to the owner's model, scored against a classifier trained on the
+    public data alone, see benchmark.baselines). An attack may also set
     ``report_``, a dict of name -> finite number, during ``run``: diagnostics (an entropy, a
     fraction of key positions recovered) that the runner stores beside the scores as
     ``attack.<name>``.
