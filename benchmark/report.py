@@ -111,7 +111,7 @@ def _attack_json(result: AttackResult) -> dict[str, Any]:
 
 def entry(board: Board, row: Row) -> dict[str, Any]:
     """The JSON leaderboard entry of one (task, level, defense): numbers as JSON numbers."""
-    worst = row.attacks.get(row.worst_attack) if row.worst_level == board.level else None
+    worst = row.attacks.get(row.worst_attack) if row.worst_attack else None
     return {
         "schema": SCHEMA_VERSION,
         "task": {"label": board.task, "spec": board.task_spec},
@@ -144,7 +144,8 @@ def entry(board: Board, row: Row) -> dict[str, Any]:
             "label": row.worst_attack, "level": row.worst_level,
             "goal": None if worst is None else worst.goal,
             "advantage": _number(row.worst_advantage),
-            "interval": None if worst is None else _interval(worst.interval)},
+            "interval": _interval(worst.interval)
+            if worst is not None and row.worst_level == board.level else None},
         "attacks": {label: _attack_json(a) for label, a in row.attacks.items()},
         "records": {"refused": row.refused, "failed": row.failed,
                     "not_applicable": row.not_applicable},
