@@ -60,18 +60,18 @@ def layout(defense: Defense, owner: str) -> Layout:
         return Layout(1)  # no key and no blocks (none, blur): nothing to undo
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise NotApplicable(f"{owner}: defense {defense.name!r} has no integer 'block' "
-                          "hyperparameter; this attack needs a block-wise disguise")
+                            "hyperparameter; this attack needs a block-wise disguise")
     matrix = params.get("matrix", "identity")
     if matrix not in MATRICES:
         raise NotApplicable(f"{owner}: defense {defense.name!r} has matrix={matrix!r}; "
-                          f"expected one of {', '.join(MATRICES)}")
+                            f"expected one of {', '.join(MATRICES)}")
     if "block_scramble" in params:  # block-scramble: one block permutation for all images
         scope = "dataset" if params["block_scramble"] else "none"
     else:
         scope = params.get("permutation", "none")
     if scope not in SCOPES:
         raise NotApplicable(f"{owner}: defense {defense.name!r} has permutation={scope!r}; "
-                          f"expected one of {', '.join(SCOPES)}")
+                            f"expected one of {', '.join(SCOPES)}")
     sigma = float(params.get("sigma", 0.0) or 0.0) / 255.0
     if params.get("noise", "uniform") == "gaussian":
         mean, var = 0.0, sigma**2

@@ -120,7 +120,7 @@ class AESCodebook(Attack):
         cipher = layout.ciphertext_chunks(targets.x)
         if not known_plain.shape[1:] == known_cipher.shape[1:] == cipher.shape[1:]:
             raise NotApplicable(f"{self.name}: the disguised images of {defense.name} do not carry "
-                              "one ciphertext chunk per plaintext chunk")
+                                "one ciphertext chunk per plaintext chunk")
         found, hit = codebook_lookup(known_cipher.reshape(-1, CHUNK),
                                      known_plain.reshape(-1, CHUNK), cipher.reshape(-1, CHUNK))
         found, hit = found.view(cipher.shape), hit.view(cipher.shape[:-1])

@@ -123,8 +123,8 @@ class InstaHideCarlini(Attack):
         public = view.require(PUBLIC).x
         upload = view.require(UPLOAD).x
         if upload.shape[1:] != public.shape[1:]:
-            raise NotApplicable(f"{self.name}: encodings of shape {tuple(upload.shape[1:])} are not "
-                              f"mixtures of images of shape {tuple(public.shape[1:])}")
+            raise NotApplicable(f"{self.name}: encodings of shape {tuple(upload.shape[1:])} are "
+                                f"not mixtures of images of shape {tuple(public.shape[1:])}")
         rows = target_rows(view)
         if self.max_encodings and len(upload) > self.max_encodings:
             keep = torch.randperm(len(upload), generator=gen)[: self.max_encodings]

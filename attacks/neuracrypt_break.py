@@ -105,7 +105,7 @@ class NeuraCryptBreak(Attack):
         x = pad_to_blocks(images.double(), patch, self.name, "edge")
         if tuple(d // patch for d in x.shape[-2:]) != grid:
             raise NotApplicable(f"{self.name}: plaintext of size {tuple(images.shape[-2:])} in "
-                              f"patches of {patch} does not give the encodings' {grid} grid")
+                                f"patches of {patch} does not give the encodings' {grid} grid")
         b = to_blocks(x, patch)  # (N, C, P, p, p)
         return b.permute(0, 2, 1, 3, 4).flatten(2)
 
@@ -122,7 +122,7 @@ class NeuraCryptBreak(Attack):
                 or (-(-h // patch), -(-w // patch)) != grid:
             if h % grid[0] or w % grid[1] or h // grid[0] != w // grid[1]:
                 raise NotApplicable(f"{self.name}: cannot tell the patch size of encodings on a "
-                                  f"{grid} grid from images of size {(h, w)}")
+                                    f"{grid} grid from images of size {(h, w)}")
             patch = h // grid[0]  # one pixel per patch for a defense that keeps the size
         pool = view.upload.x if view.upload is not None else targets
         pool = tokens(subsample(pool, self.max_images, seed))

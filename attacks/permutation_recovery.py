@@ -75,9 +75,9 @@ class PermutationRecovery(Attack):
         pub = blocks_of(view.require(PUBLIC).x, k, self.name)
         tb = blocks_of(targets, k, self.name)
         if tb.shape[1:] != pub.shape[1:] or pool.shape[1:] != targets.shape[1:]:
-            raise NotApplicable(f"{self.name}: disguised images of shape {tuple(targets.shape[1:])} "
-                              f"do not split into the {tuple(pub.shape[1:3])} blocks of {k}×{k} "
-                              "the plaintext does")
+            raise NotApplicable(f"{self.name}: disguised images of shape "
+                                f"{tuple(targets.shape[1:])} do not split into the "
+                                f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
         dis = blocks_of(pool, k, self.name)
         dis_white = whitener(dis) if matrix == "projection" else None
         pub_white = whitener(pub) if matrix == "projection" else None

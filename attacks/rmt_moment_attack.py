@@ -192,8 +192,8 @@ class RMTMomentAttack(Attack):
         tb = blocks_of(targets.x, k, self.name)
         if tb.shape[1:] != pub.shape[1:]:
             raise NotApplicable(f"{self.name}: disguised images of shape "
-                              f"{tuple(targets.x.shape[1:])} do not split into the "
-                              f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
+                                f"{tuple(targets.x.shape[1:])} do not split into the "
+                                f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
         statistic = lay.matrix
         self.report_ = {"images": float(len(pool))}
         if lay.scope == "dataset":

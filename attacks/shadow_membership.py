@@ -60,7 +60,8 @@ class ShadowMembership(Attack):
         mode = self.query
         if mode == "auto":
             mode = "oracle" if view.oracle is not None else "own-key"
-        if mode == "plain" and tuple(defense.output_shape(public.image_shape)) != public.image_shape:
+        plain_fits = tuple(defense.output_shape(public.image_shape)) == public.image_shape
+        if mode == "plain" and not plain_fits:
             raise NotApplicable(f"{self.name}: query='plain' needs disguised images of the "
                                 f"plaintext's shape; {defense.name} changes it")
         query_key = own_key(defense, public, seed=sub_seed(seed, 0))

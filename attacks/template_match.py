@@ -135,7 +135,7 @@ class TemplateMatch(Attack):
         candidates = features(disguised.x, kind, block)
         if targets is None or candidates is None:
             raise NotApplicable(f"{self.name}: feature={kind!r} needs a defense with a 'block' "
-                              "hyperparameter dividing the disguised image side")
+                                "hyperparameter dividing the disguised image side")
         # A mixing defense yields several encodings per gallery image; map back to their sources.
         owner = disguised.sources()[:, 0]
         return owner[nearest(targets, candidates)]

@@ -48,7 +48,8 @@ class VisualReID(Attack):
         targets = view.require(TARGETS).x
         if tuple(targets.shape[1:]) != public.image_shape:
             raise NotApplicable(f"{self.name}: a model of images of shape {public.image_shape} "
-                                f"cannot label disguised images of shape {tuple(targets.shape[1:])}")
+                                "cannot label disguised images of shape "
+                                f"{tuple(targets.shape[1:])}")
         model = train_model(view.task, public, seed=seed, epochs=self.epochs,
                             num_classes=view.num_classes)
         return view.task.predict(model, targets).argmax(1)

@@ -214,9 +214,9 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
                         "overlap; none: incomplete, never ranked"),
         ("front", "text", "★ on the Pareto front of privacy and utility (complete entries only)"),
         ("defense", "text", "the defense and its hyperparameters (link: its JSON entry)"),
-        ("privacy", "number", "1 − worst-case advantage over attacks, the minimum over this level "
-                              "and the levels below; 1 = every attack at chance; ≤: incomplete, "
-                              "an upper bound"),
+        ("privacy", "number", "1 − worst-case advantage over attacks, the minimum over this "
+                              "level and the levels below; 1 = every attack at chance; ≤: "
+                              "incomplete, an upper bound"),
         ("seeds", "number", "seeds (keys, training runs, target draws) behind the intervals"),
         ("utility", "number", "accuracy / accuracy of the undisguised (none) model"),
         ("accuracy", "number", "test accuracy of the model trained on disguised images"),

@@ -179,7 +179,8 @@ def test_leaderboard_is_reproducible_byte_for_byte(tmp_path):
     recs = R.page_records()
     report.write(leaderboard.aggregate(recs), tmp_path / "a", n_records=len(recs))
     report.write(leaderboard.aggregate(list(reversed(recs))), tmp_path / "b", n_records=len(recs))
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
+                   if p.is_file())
     assert files
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
