@@ -137,6 +137,7 @@ class Row:
     refused: int = 0
     complete: bool = True  # False: an attack failed here or below; privacy is an upper bound
     worst_advantage: float | None = None
+    worst_interval: Interval | None = None
     worst_level: str | None = None  # the level whose attacks set ``privacy``
     level_privacy: float | None = None  # 1 - the worst advantage at this level alone
     level_privacy_interval: Interval | None = None
@@ -445,6 +446,7 @@ def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[
                     row.privacy_interval = stats.percentile_interval(low_draws)
                     row.worst_attack, row.worst_level = low.worst, low_level
                     row.worst_advantage = low.attacks[low.worst].advantage
+                    row.worst_interval = low.attacks[low.worst].interval
                     if low_level != lv:
                         row.notes.insert(0, f"privacy set at {low_level} by {low.worst}: an "
                                          "attacker with more knowledge can ignore it")

@@ -144,8 +144,7 @@ def entry(board: Board, row: Row) -> dict[str, Any]:
             "label": row.worst_attack, "level": row.worst_level,
             "goal": None if worst is None else worst.goal,
             "advantage": _number(row.worst_advantage),
-            "interval": _interval(worst.interval)
-            if worst is not None and row.worst_level == board.level else None},
+            "interval": _interval(row.worst_interval)},
         "attacks": {label: _attack_json(a) for label, a in row.attacks.items()},
         "records": {"refused": row.refused, "failed": row.failed,
                     "not_applicable": row.not_applicable},
