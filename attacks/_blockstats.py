@@ -18,7 +18,7 @@ import logging
 import torch
 from torch import Tensor
 
-from benchmark.api import Defense, PluginError
+from benchmark.api import Defense, NotApplicable
 from defenses._blocks import pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
@@ -59,19 +59,19 @@ def layout(defense: Defense, owner: str) -> Layout:
     if k is None and defense.keyless:
         return Layout(1)  # no key and no blocks (none, blur): nothing to undo
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise PluginError(f"{owner}: defense {defense.name!r} has no integer 'block' "
-                          "hyperparameter; this attack needs a block-wise disguise")
+        raise NotApplicable(f"{owner}: defense {defense.name!r} has no integer 'block' "
+                            "hyperparameter; this attack needs a block-wise disguise")
     matrix = params.get("matrix", "identity")
     if matrix not in MATRICES:
-        raise PluginError(f"{owner}: defense {defense.name!r} has matrix={matrix!r}; "
-                          f"expected one of {', '.join(MATRICES)}")
+        raise NotApplicable(f"{owner}: defense {defense.name!r} has matrix={matrix!r}; "
+                            f"expected one of {', '.join(MATRICES)}")
     if "block_scramble" in params:  # block-scramble: one block permutation for all images
         scope = "dataset" if params["block_scramble"] else "none"
     else:
         scope = params.get("permutation", "none")
     if scope not in SCOPES:
-        raise PluginError(f"{owner}: defense {defense.name!r} has permutation={scope!r}; "
-                          f"expected one of {', '.join(SCOPES)}")
+        raise NotApplicable(f"{owner}: defense {defense.name!r} has permutation={scope!r}; "
+                            f"expected one of {', '.join(SCOPES)}")
     sigma = float(params.get("sigma", 0.0) or 0.0) / 255.0
     if params.get("noise", "uniform") == "gaussian":
         mean, var = 0.0, sigma**2

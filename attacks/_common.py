@@ -52,6 +52,20 @@ def own_key(defense: Defense, data: Data, *, seed: int) -> Defense:
     return defense.clone().fit(data, seed=seed, public=data)
 
 
+def per_source(disguised: Data, n: int) -> Tensor:
+    """(n, C, H, W) one disguised row per plaintext input of ``disguised``'s batch of ``n``: the
+    first row made from it. A mixing defense (InstaHide) returns T rows per input, its own first;
+    ``Data.source`` says which, so an attack never has to assume one row per input."""
+    first = disguised.sources()[:, 0]
+    rows = torch.full((n,), len(disguised), dtype=torch.long)
+    keep = first >= 0
+    rows.scatter_reduce_(0, first[keep], torch.arange(len(disguised))[keep], "amin")
+    if bool((rows == len(disguised)).any()):
+        raise PluginError(f"{int((rows == len(disguised)).sum())} of {n} inputs have no "
+                          "disguised row made from them")
+    return disguised.x[rows]
+
+
 def pair_up(plain: Data, disguised: Data) -> tuple[Tensor, Tensor]:
     """(plaintext, disguised) image pairs, one row per disguised image and its first original."""
     first = disguised.sources()[:, 0]

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.api import (DEFENSE, KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack, Data,
-                           PluginError, ThreatView, check_choice, check_number)
+from benchmark.api import (
+    DEFENSE, KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack, Data, NotApplicable,
+    ThreatView, check_choice, check_number)
 from benchmark.registry import register
 
 log = logging.getLogger("disguisebench")
@@ -118,8 +119,8 @@ class AESCodebook(Attack):
         known_cipher = layout.ciphertext_chunks(disguised.x)
         cipher = layout.ciphertext_chunks(targets.x)
         if not known_plain.shape[1:] == known_cipher.shape[1:] == cipher.shape[1:]:
-            raise PluginError(f"{self.name}: the disguised images of {defense.name} do not carry "
-                              "one ciphertext chunk per plaintext chunk")
+            raise NotApplicable(f"{self.name}: the disguised images of {defense.name} do not carry "
+                                "one ciphertext chunk per plaintext chunk")
         found, hit = codebook_lookup(known_cipher.reshape(-1, CHUNK),
                                      known_plain.reshape(-1, CHUNK), cipher.reshape(-1, CHUNK))
         found, hit = found.view(cipher.shape), hit.view(cipher.shape[:-1])

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from attacks._common import sub_seed, train_model
-from benchmark.api import (GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, PluginError, ThreatView,
-                           check_choice, check_number)
+from benchmark.api import (DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, NotApplicable,
+                           PluginError, ThreatView, check_choice, check_number)
 from benchmark.registry import register
 
 
@@ -51,6 +51,7 @@ class ClassMembership(Attack):
     goal = LABEL
     label_of = "gallery"
     needs = frozenset({MODEL, PUBLIC, GALLERY})
+    optional = frozenset({DEFENSE})  # only to tell whether the model takes plaintext at all
 
     def __init__(self, mapping: str = "hungarian", baseline: bool = True, epochs: int = 0) -> None:
         self.mapping = mapping
@@ -77,6 +78,11 @@ class ClassMembership(Attack):
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
         self.validate()
         public: Data = view.require(PUBLIC)
+        if view.defense is not None and \
+                tuple(view.defense.output_shape(public.image_shape)) != public.image_shape:
+            raise NotApplicable(f"{self.name}: feeds plaintext of shape {public.image_shape} to a "
+                                f"model of {view.defense.name}'s disguised images of shape "
+                                f"{tuple(view.defense.output_shape(public.image_shape))}")
         k, task = view.num_classes, view.task
         y = public.hard_labels()
         predicted = task.predict(view.require(MODEL), public.x).argmax(1)

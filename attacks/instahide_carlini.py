@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from attacks._common import target_rows
-from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, PluginError,
-                           ThreatView, check_number)
+from benchmark.api import (
+    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, ThreatView,
+    check_number)
 from benchmark.registry import register
 
 log = logging.getLogger("disguisebench")
@@ -122,8 +123,8 @@ class InstaHideCarlini(Attack):
         public = view.require(PUBLIC).x
         upload = view.require(UPLOAD).x
         if upload.shape[1:] != public.shape[1:]:
-            raise PluginError(f"{self.name}: encodings of shape {tuple(upload.shape[1:])} are not "
-                              f"mixtures of images of shape {tuple(public.shape[1:])}")
+            raise NotApplicable(f"{self.name}: encodings of shape {tuple(upload.shape[1:])} are "
+                                f"not mixtures of images of shape {tuple(public.shape[1:])}")
         rows = target_rows(view)
         if self.max_encodings and len(upload) > self.max_encodings:
             keep = torch.randperm(len(upload), generator=gen)[: self.max_encodings]

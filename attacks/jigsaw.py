@@ -9,8 +9,9 @@ from torch import Tensor
 
 from attacks._blockstats import blocks_of, layout
 from attacks._common import subsample
-from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, PluginError,
-                           ThreatView, check_choice, check_number)
+from benchmark.api import (
+    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, ThreatView,
+    check_choice, check_number)
 from benchmark.registry import register
 from defenses._blocks import from_blocks
 
@@ -278,9 +279,9 @@ class Jigsaw(Attack):
         pub = blocks_of(public, k, self.name)  # (N, C, S, k, k)
         tb = blocks_of(targets, k, self.name)
         if tb.shape[1:] != pub.shape[1:]:
-            raise PluginError(f"{self.name}: disguised images of shape {tuple(targets.shape[1:])} "
-                              f"do not split into the {tuple(pub.shape[1:3])} blocks of {k}×{k} "
-                              "the plaintext does")
+            raise NotApplicable(f"{self.name}: disguised images of shape "
+                                f"{tuple(targets.shape[1:])} do not split into the "
+                                f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
         h, w = public.shape[-2:]
         ph, pw = -(-h // k) * k, -(-w // k) * k
         gh, gw = ph // k, pw // k

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from attacks._common import owner_pairs, regularised_inverse
-from benchmark.api import (DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack,
-                           PluginError, ThreatView, check_number)
+from benchmark.api import (
+    DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack, NotApplicable, PluginError,
+    ThreatView, check_number)
 from benchmark.registry import register
 from defenses._blocks import from_blocks, pad_to_blocks, to_blocks
 
@@ -77,8 +78,8 @@ class KnownPairRegression(Attack):
         if k is None:
             return 1  # no blocks: fit every pixel position on its own
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise PluginError(f"{self.name}: the defense's block={k!r} is not a block side; "
-                              "set block")
+            raise NotApplicable(f"{self.name}: the defense's block={k!r} is not a block side; "
+                                "set block")
         return k
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
@@ -94,9 +95,9 @@ class KnownPairRegression(Attack):
         h, w = plain.shape[-2:]
         padded = pad_to_blocks(plain, k, self.name, "edge")
         if padded.shape[1:] != disguised.shape[1:] or disguised.shape[1:] != targets.shape[1:]:
-            raise PluginError(f"{self.name}: plaintext of shape {tuple(plain.shape[1:])} in blocks "
-                              f"of {k} does not line up with disguised images of shape "
-                              f"{tuple(disguised.shape[1:])}")
+            raise NotApplicable(f"{self.name}: plaintext of shape {tuple(plain.shape[1:])} in "
+                                f"blocks of {k} does not line up with disguised images of shape "
+                                f"{tuple(disguised.shape[1:])}")
         a = with_intercept(block_rows(padded, k))  # (P, R, k+1) plaintext rows
         d = block_rows(disguised, k)  # (P, R, k) disguised rows
         # residual[p, j] of fitting disguised position j from plaintext position p

@@ -9,8 +9,9 @@ from torch import Tensor
 
 from attacks._blockstats import correlation, swap_refine
 from attacks._common import regularised_inverse, subsample
-from benchmark.api import (DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack,
-                           PluginError, ThreatView, check_number)
+from benchmark.api import (
+    DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, NotApplicable,
+    ThreatView, check_number)
 from benchmark.registry import register
 from defenses._blocks import pad_to_blocks, to_blocks
 
@@ -103,8 +104,8 @@ class NeuraCryptBreak(Attack):
         """(N, P, C*p*p) plaintext patches in raster order on the encodings' grid."""
         x = pad_to_blocks(images.double(), patch, self.name, "edge")
         if tuple(d // patch for d in x.shape[-2:]) != grid:
-            raise PluginError(f"{self.name}: plaintext of size {tuple(images.shape[-2:])} in "
-                              f"patches of {patch} does not give the encodings' {grid} grid")
+            raise NotApplicable(f"{self.name}: plaintext of size {tuple(images.shape[-2:])} in "
+                                f"patches of {patch} does not give the encodings' {grid} grid")
         b = to_blocks(x, patch)  # (N, C, P, p, p)
         return b.permute(0, 2, 1, 3, 4).flatten(2)
 
@@ -120,8 +121,8 @@ class NeuraCryptBreak(Attack):
         if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1 \
                 or (-(-h // patch), -(-w // patch)) != grid:
             if h % grid[0] or w % grid[1] or h // grid[0] != w // grid[1]:
-                raise PluginError(f"{self.name}: cannot tell the patch size of encodings on a "
-                                  f"{grid} grid from images of size {(h, w)}")
+                raise NotApplicable(f"{self.name}: cannot tell the patch size of encodings on a "
+                                    f"{grid} grid from images of size {(h, w)}")
             patch = h // grid[0]  # one pixel per patch for a defense that keeps the size
         pool = view.upload.x if view.upload is not None else targets
         pool = tokens(subsample(pool, self.max_images, seed))

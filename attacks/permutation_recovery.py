@@ -10,8 +10,9 @@ from torch import Tensor
 from attacks._blockstats import (assign_per_image, blocks_of, features, layout, match_positions,
                                  place, whitener)
 from attacks._common import subsample
-from benchmark.api import (DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack,
-                           PluginError, ThreatView, check_choice, check_number)
+from benchmark.api import (
+    DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, NotApplicable,
+    ThreatView, check_choice, check_number)
 from benchmark.registry import register
 
 log = logging.getLogger("disguisebench")
@@ -74,9 +75,9 @@ class PermutationRecovery(Attack):
         pub = blocks_of(view.require(PUBLIC).x, k, self.name)
         tb = blocks_of(targets, k, self.name)
         if tb.shape[1:] != pub.shape[1:] or pool.shape[1:] != targets.shape[1:]:
-            raise PluginError(f"{self.name}: disguised images of shape {tuple(targets.shape[1:])} "
-                              f"do not split into the {tuple(pub.shape[1:3])} blocks of {k}×{k} "
-                              "the plaintext does")
+            raise NotApplicable(f"{self.name}: disguised images of shape "
+                                f"{tuple(targets.shape[1:])} do not split into the "
+                                f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
         dis = blocks_of(pool, k, self.name)
         dis_white = whitener(dis) if matrix == "projection" else None
         pub_white = whitener(pub) if matrix == "projection" else None

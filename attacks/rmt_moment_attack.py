@@ -10,8 +10,9 @@ from torch import Tensor
 from attacks._blockstats import (Layout, assign_per_image, blocks_of, layout, match_positions,
                                  place, second_moments, whitener)
 from attacks._common import subsample
-from benchmark.api import (DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, PluginError,
-                           ThreatView, check_number)
+from benchmark.api import (
+    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, PluginError, ThreatView,
+    check_number)
 from benchmark.registry import register
 from defenses._blocks import from_blocks
 
@@ -190,9 +191,9 @@ class RMTMomentAttack(Attack):
         dis = blocks_of(pool.x, k, self.name)
         tb = blocks_of(targets.x, k, self.name)
         if tb.shape[1:] != pub.shape[1:]:
-            raise PluginError(f"{self.name}: disguised images of shape "
-                              f"{tuple(targets.x.shape[1:])} do not split into the "
-                              f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
+            raise NotApplicable(f"{self.name}: disguised images of shape "
+                                f"{tuple(targets.x.shape[1:])} do not split into the "
+                                f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
         statistic = lay.matrix
         self.report_ = {"images": float(len(pool))}
         if lay.scope == "dataset":

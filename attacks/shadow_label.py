@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attacks._common import log_probs, own_key, seeded, sub_seed, train_model
+from attacks._common import log_probs, own_key, per_source, seeded, sub_seed, train_model
 from benchmark.api import (DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, Defense,
-                           ThreatView, check_choice, check_number)
+                           NotApplicable, ThreatView, check_choice, check_number)
 from benchmark.registry import register
 
 
@@ -45,14 +45,22 @@ class ShadowLabel(Attack):
         check_number(self.name, "epochs", self.epochs, kind=int, low=1)
         check_choice(self.name, "query", self.query, ("plain", "own-key", "both"))
 
-    def _queries(self, x: Tensor, key: Defense) -> list[Tensor]:
-        """The inputs each model is asked about: the plaintext, its own-key disguise, or both."""
-        parts = []
-        if self.query in ("plain", "both"):
-            parts.append(x)
-        if self.query in ("own-key", "both"):
-            parts.append(key.transform(Data(x)).x)
-        return parts
+    def _modes(self, key: Defense, image_shape: tuple[int, int, int]) -> tuple[str, ...]:
+        """The queries a model of this defense can take: plaintext only where the disguise keeps
+        the image shape (NeuraCrypt's encodings are patch grids)."""
+        plain_fits = tuple(key.output_shape(image_shape)) == tuple(image_shape)
+        if self.query == "plain" and not plain_fits:
+            raise NotApplicable(f"{self.name}: query='plain' needs disguised images of the "
+                                f"plaintext's shape {tuple(image_shape)}; {key.name} makes "
+                                f"{tuple(key.output_shape(image_shape))}")
+        modes = {"plain": ("plain",), "own-key": ("own-key",), "both": ("plain", "own-key")}
+        return tuple(m for m in modes[self.query] if m != "plain" or plain_fits)
+
+    @staticmethod
+    def _queries(x: Tensor, key: Defense, modes: tuple[str, ...]) -> list[Tensor]:
+        """The inputs each model is asked about: the plaintext, its own-key disguise, or both
+        (one disguised row per image, also for a defense that makes several)."""
+        return [x if m == "plain" else per_source(key.transform(Data(x)), len(x)) for m in modes]
 
     @staticmethod
     def _features(view: ThreatView, model: nn.Module, queries: list[Tensor]) -> Tensor:
@@ -70,7 +78,8 @@ class ShadowLabel(Attack):
         order = torch.randperm(len(public), generator=torch.Generator().manual_seed(seed))
         shadow_set, fit_set = public[order[: len(order) // 2]], public[order[len(order) // 2:]]
         query_key = own_key(defense, public, seed=sub_seed(seed, 0))
-        queries = self._queries(fit_set.x, query_key)  # disguised once, asked of every model
+        modes = self._modes(query_key, public.image_shape)
+        queries = self._queries(fit_set.x, query_key, modes)  # disguised once, asked of every model
         rows = [self._features(view, owner, queries)]
         for s in range(self.shadows):
             key = own_key(defense, shadow_set, seed=sub_seed(seed, 1 + s))
@@ -81,7 +90,8 @@ class ShadowLabel(Attack):
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         clf.fit(torch.cat(rows).numpy(), y.numpy())
         self.report_ = self._probe_baselines(view, rows[0], fit_set, queries, seed)
-        gallery = self._features(view, owner, self._queries(view.require(GALLERY), query_key))
+        gallery = self._features(view, owner,
+                                 self._queries(view.require(GALLERY), query_key, modes))
         return torch.as_tensor(clf.predict(gallery.numpy()), dtype=torch.long)
 
     def _probe_baselines(self, view: ThreatView, owner_rows: Tensor, fit_set: Data,
@@ -93,10 +103,11 @@ class ShadowLabel(Attack):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
+        shape = tuple(queries[0].shape[1:])  # what the owner's model takes
         with seeded(sub_seed(seed, 300)):
-            untrained = view.task.build_model(fit_set.image_shape, view.num_classes).eval()
+            untrained = view.task.build_model(shape, view.num_classes).eval()
         if hasattr(untrained, "standardize"):
-            untrained.standardize.fit(fit_set.x)
+            untrained.standardize.fit(queries[0])
         y, half = fit_set.hard_labels().numpy(), len(fit_set) // 2
         out = {}
         for name, rows in (("probe_owner", owner_rows),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attacks._common import log_probs, own_key, sub_seed, train_model
+from attacks._common import log_probs, own_key, per_source, sub_seed, train_model
 from benchmark.api import (DEFENSE, MEMBERSHIP, MODEL, ORACLE, PUBLIC, Attack, Data, Defense,
-                           ThreatView, check_choice, check_number)
+                           NotApplicable, ThreatView, check_choice, check_number)
 from benchmark.registry import register
 
 
@@ -60,6 +60,10 @@ class ShadowMembership(Attack):
         mode = self.query
         if mode == "auto":
             mode = "oracle" if view.oracle is not None else "own-key"
+        plain_fits = tuple(defense.output_shape(public.image_shape)) == public.image_shape
+        if mode == "plain" and not plain_fits:
+            raise NotApplicable(f"{self.name}: query='plain' needs disguised images of the "
+                                f"plaintext's shape; {defense.name} changes it")
         query_key = own_key(defense, public, seed=sub_seed(seed, 0))
         rows, member = [], []
         for s in range(self.shadows):
@@ -73,15 +77,17 @@ class ShadowMembership(Attack):
             # oracle, under a different (the attacker's query) key otherwise.
             present = {"oracle": key, "own-key": query_key}.get(mode)
             for part, is_member in ((inside, 1), (outside, 0)):
-                x = part.x if present is None else present.transform(part.without_labels()).x
+                x = part.x if present is None else per_source(
+                    present.transform(part.without_labels()), len(part))
                 rows.append(self._features(view, shadow, x))
                 member.append(torch.full((len(part),), is_member))
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         clf.fit(torch.cat(rows).numpy(), torch.cat(member).numpy())
         candidates = Data(view.candidates)
+        queries = candidates.x
         if mode == "oracle":
-            candidates = view.require(ORACLE)(candidates)
+            queries = per_source(view.require(ORACLE)(candidates), len(candidates))
         elif mode == "own-key":
-            candidates = query_key.transform(candidates)
-        scores = clf.decision_function(self._features(view, view.require(MODEL), candidates.x).numpy())
+            queries = per_source(query_key.transform(candidates), len(candidates))
+        scores = clf.decision_function(self._features(view, view.require(MODEL), queries).numpy())
         return torch.as_tensor(scores, dtype=torch.float64)

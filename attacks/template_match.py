@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from attacks._common import own_key, sub_seed
-from benchmark.api import (DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense,
-                           PluginError, ThreatView, check_choice)
+from benchmark.api import (
+    DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense, NotApplicable,
+    ThreatView, check_choice)
 from benchmark.registry import register
 from defenses._blocks import to_blocks
 
@@ -133,8 +134,8 @@ class TemplateMatch(Attack):
         targets = features(view.require(TARGETS).x, kind, block)
         candidates = features(disguised.x, kind, block)
         if targets is None or candidates is None:
-            raise PluginError(f"{self.name}: feature={kind!r} needs a defense with a 'block' "
-                              "hyperparameter dividing the disguised image side")
+            raise NotApplicable(f"{self.name}: feature={kind!r} needs a defense with a 'block' "
+                                "hyperparameter dividing the disguised image side")
         # A mixing defense yields several encodings per gallery image; map back to their sources.
         owner = disguised.sources()[:, 0]
         return owner[nearest(targets, candidates)]

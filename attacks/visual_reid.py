@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from benchmark.api import (DEFENSE, LABEL, PUBLIC, TARGETS, Attack, Data, ThreatView,
-                           check_choice, check_number)
+from benchmark.api import (DEFENSE, LABEL, PUBLIC, TARGETS, Attack, Data, NotApplicable,
+                           ThreatView, check_choice, check_number)
 from attacks._common import train_model
 from benchmark.registry import register
 
@@ -14,7 +14,10 @@ from benchmark.registry import register
 class VisualReID(Attack):
     """Label disguised training images with a classifier trained on public images.
 
-    Threat: the cloud recognises what the owner's images show (level 1). With
+    Threat: the cloud recognises what the owner's images show (level 1). The owner uploads the
+    targets' labels at every level, so labelling them is no attack: it scores chance 1 and
+    advantage 0 on the boards (issue 17), and its success rate is kept for the 2019
+    reproduction. With
     ``train_on="plain"`` this is the paper's attack (a model of the originals applied to disguised
     images); ``"own-key"`` trains on the public set disguised under the attacker's own key, which
     defeats keyless disguises. Sharma & Chen, "Disguised-Nets: Image Disguising for
@@ -42,6 +45,11 @@ class VisualReID(Attack):
         if self.train_on == "own-key":
             defense = view.require(DEFENSE).fit(public, seed=seed)
             public = defense.transform(public)
+        targets = view.require(TARGETS).x
+        if tuple(targets.shape[1:]) != public.image_shape:
+            raise NotApplicable(f"{self.name}: a model of images of shape {public.image_shape} "
+                                "cannot label disguised images of shape "
+                                f"{tuple(targets.shape[1:])}")
         model = train_model(view.task, public, seed=seed, epochs=self.epochs,
                             num_classes=view.num_classes)
-        return view.task.predict(model, view.require(TARGETS).x).argmax(1)
+        return view.task.predict(model, targets).argmax(1)

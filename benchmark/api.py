@@ -52,6 +52,14 @@ class PluginError(ValueError):
     """A plugin was given a bad parameter or bad input; the message says what would be valid."""
 
 
+class NotApplicable(PluginError):
+    """An attack cannot apply to this defense: it needs structure the defense does not have (a
+    block-wise layout, disguised images of the plaintext's shape). The runner records it as
+    not-applicable with the message, like a capability the level does not grant, so it neither
+    scores nor marks the entry incomplete. Raise it only for what the defense's public
+    hyperparameters or output shape decide, never for a failure of the attack's own code."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Data:
     """A batch of images with labels.
@@ -287,8 +295,10 @@ class Attack(Plugin):
     scorer judges them against a truth the attack never sees.
 
     For the ``label`` goal, ``label_of`` says whose classes the attack predicts: the disguised
-    ``"targets"`` (one class per target) or the plaintext ``"gallery"`` images (one per gallery
-    image; model-misuse attacks that feed plaintext to the owner's model). An attack may also set
+    ``"targets"`` (one class per target; the cloud holds their labels, so this scores chance 1
+    and advantage 0) or the plaintext ``"gallery"`` images (one per gallery image; model-misuse
+    attacks that feed plaintext to the owner's model, scored against a classifier trained on the
+    public data alone, see benchmark.baselines). An attack may also set
     ``report_``, a dict of name -> finite number, during ``run``: diagnostics (an entropy, a
     fraction of key positions recovered) that the runner stores beside the scores as
     ``attack.<name>``.

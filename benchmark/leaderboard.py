@@ -1,24 +1,40 @@
 """Aggregate stored records into boards: one per (task, level), rows per defense (docs/design.md, "Scoring").
 
-privacy(defense, task, level) = 1 - max over attacks of the mean advantage over seeds;
-utility = accuracy(defense) / accuracy(none). Records that failed or were not applicable are
-excluded from privacy and counted separately so a reader sees them.
+An attack's advantage is its mean over seeds; the privacy of a defense at a level is
+1 - the largest advantage of any attack there, and never above its privacy at a lower level (an
+attacker can ignore what it knows): privacy(level k) = min over levels j <= k. Utility =
+accuracy(defense) / accuracy(none). Every record status counts:
+
+- ``ok``: scored.
+- ``refused``: the defense raised or returned invalid output while the attack used it (its
+  clone, a re-fit, the oracle); the attack counts as a complete break, advantage 1 on that
+  seed, and the reason is shown.
+- ``failed``: the attack's own code raised. Its seed cannot be scored, so the entry is
+  *incomplete*: its privacy is only an upper bound (shown with ≤), and it is neither ranked nor
+  on the Pareto front, so it never sits above a complete entry. An entry whose lower level is
+  incomplete is incomplete too, since that level may set its privacy.
+- ``not-applicable``: the level does not grant what the attack needs, or the defense lacks the
+  structure it attacks; left out, counted.
 
 This is the one aggregation path: ``render_text`` prints it (``disguisebench show``) and
 ``benchmark.report`` writes it to files (``disguisebench leaderboard``).
 
-Intervals (95 %):
+Intervals (95 %, see benchmark.stats):
 
-- privacy: a bootstrap over targets. Each resample draws the targets again, with replacement,
-  within each seed (the same draw for every attack of that seed, so the attacks stay paired), then
-  recomputes each attack's advantage from its per-target outcomes, averages over seeds and takes
-  the worst attack. The chance level is held at the record's value. Membership attacks resample
-  members and non-members separately and recompute the AUC.
-- accuracy and utility: the test images are a sample too; each seed's accuracy k/n is drawn from
-  its Jeffreys posterior Beta(k + 1/2, n - k + 1/2) (Brown, Cai & DasGupta, "Interval estimation
-  for a binomial proportion", 2001), then averaged over seeds, or divided by the draw of the
-  ``none`` model first for utility. Drawing the two models independently ignores that they share
-  the test images, so the utility interval errs on the wide side.
+- privacy: a two-stage bootstrap. Each resample draws the seeds with replacement, then the
+  targets within each drawn seed, the same draw for every attack and level of the defense (so
+  attacks and levels stay paired); recomputes each attack's advantage (a label attack's chance
+  from the public-only baseline's outcomes on the same resampled images), averages over the
+  drawn seeds and takes the worst attack, then the minimum over levels. Membership attacks
+  resample members and non-members separately and recompute the AUC. A seed whose outcomes sit
+  at 0 or 1 is drawn from the Jeffreys posterior instead (``stats``).
+- accuracy and utility: each seed's accuracy k/n is drawn from its Jeffreys posterior
+  Beta(k + 1/2, n - k + 1/2); the seeds are resampled as for privacy, and utility divides by the
+  draw of the ``none`` model of the same seed first. Drawing the two models independently
+  ignores that they share the test images, so the utility interval errs on the wide side.
+
+Ranks: complete entries with a privacy are ranked by it; entries whose privacy intervals
+overlap share a rank (``stats.shared_ranks``), shown as "=3".
 """
 
 from __future__ import annotations
@@ -32,15 +48,16 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.store import FAILED, NOT_APPLICABLE, OK, Record
+from benchmark import stats
+from benchmark.api import LEVELS
+from benchmark.stats import BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, Interval
+from benchmark.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record
 
-RESAMPLES = 1000
-BOOTSTRAP_SEED = 0
-CONFIDENCE = 0.95
 # Record meta that describes one record rather than the software and machine that produced it.
 _PER_RECORD_META = frozenset({"wall_seconds", "granted", "missing", "artifact", "date"})
 
-Interval = tuple[float, float]
+__all__ = ["AttackResult", "Board", "CONFIDENCE", "Interval", "RESAMPLES", "Row", "aggregate",
+           "level_order", "pareto_front", "render_text", "spec_label"]
 
 
 def spec_label(kind: str, spec: dict) -> str:
@@ -60,6 +77,12 @@ def _key(spec: dict) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
+def level_order(level: str | None) -> tuple[int, str]:
+    """Sort key of a threat level: the order of api.LEVELS (more knowledge later), then name."""
+    order = list(LEVELS)
+    return (order.index(level) if level in order else len(order), level or "")
+
+
 @dataclasses.dataclass
 class AttackResult:
     """One attack against one defense at one level, over the plan's seeds."""
@@ -67,21 +90,28 @@ class AttackResult:
     label: str
     spec: dict
     goal: str | None
-    advantage: float | None = None  # mean over the seeds where it ran; None if it never did
+    advantage: float | None = None  # mean over the seeds where it scored; None if it never did
     interval: Interval | None = None
-    metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # scalar means
-    seeds: list[int] = dataclasses.field(default_factory=list)  # seeds where it ran
+    metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # scalar means (ok seeds)
+    seeds: list[int] = dataclasses.field(default_factory=list)  # seeds where it scored
     failed: int = 0
     not_applicable: int = 0
-    errors: list[str] = dataclasses.field(default_factory=list)
+    refused: int = 0
+    errors: list[str] = dataclasses.field(default_factory=list)  # the attack's own failures
+    refusals: list[str] = dataclasses.field(default_factory=list)  # what the defense did
     missing: list[str] = dataclasses.field(default_factory=list)  # capabilities the level lacks
+    reasons: list[str] = dataclasses.field(default_factory=list)  # why else it did not apply
     artifacts: dict[int, str] = dataclasses.field(default_factory=dict)  # seed -> gallery file
 
     @property
     def status(self) -> str:
-        if self.seeds:
-            return OK
-        return FAILED if self.failed else NOT_APPLICABLE
+        """The status that decides how it counts: refused (a break) before failed (incomplete)
+        before ok; not-applicable when it neither scored nor failed."""
+        if self.refused:
+            return REFUSED
+        if self.failed:
+            return FAILED
+        return OK if self.seeds else NOT_APPLICABLE
 
 
 @dataclasses.dataclass
@@ -90,12 +120,12 @@ class Row:
     spec: dict
     accuracy: float | None
     utility: float | None
-    privacy: float | None
-    worst_attack: str | None
-    advantages: dict[str, float]  # attacks that ran: label -> mean advantage over seeds
+    privacy: float | None  # min over this level and the levels below it
+    worst_attack: str | None  # the attack that sets ``privacy`` (at ``worst_level``)
+    advantages: dict[str, float]  # this level's attacks that scored: label -> mean advantage
     failed: int = 0
     not_applicable: int = 0
-    seeds: int = 0
+    seeds: int = 0  # seeds whose attack records enter privacy
     accuracy_interval: Interval | None = None
     utility_interval: Interval | None = None
     privacy_interval: Interval | None = None
@@ -104,6 +134,22 @@ class Row:
     pareto: bool = False
     notes: list[str] = dataclasses.field(default_factory=list)
     manifest: dict[str, Any] = dataclasses.field(default_factory=dict)
+    refused: int = 0
+    complete: bool = True  # False: an attack failed here or below; privacy is an upper bound
+    worst_advantage: float | None = None
+    worst_interval: Interval | None = None
+    worst_level: str | None = None  # the level whose attacks set ``privacy``
+    level_privacy: float | None = None  # 1 - the worst advantage at this level alone
+    level_privacy_interval: Interval | None = None
+    utility_seeds: int = 0
+    rank: int | None = None  # None: incomplete or without privacy, so never ranked
+    rank_shared: bool = False
+
+    @property
+    def rank_label(self) -> str:
+        if self.rank is None:
+            return ""
+        return f"={self.rank}" if self.rank_shared else str(self.rank)
 
 
 @dataclasses.dataclass
@@ -116,14 +162,6 @@ class Board:
     def attack_labels(self) -> list[str]:
         """Every attack recorded on this board, in a stable order."""
         return sorted({a for row in self.rows for a in row.attacks})
-
-
-def _interval(draws: np.ndarray | None) -> Interval | None:
-    if draws is None:
-        return None
-    tail = 100 * (1 - CONFIDENCE) / 2
-    lo, hi = np.percentile(draws, [tail, 100 - tail])
-    return float(lo), float(hi)
 
 
 def pareto_front(points: list[tuple[float | None, float | None]]) -> list[bool]:
@@ -141,49 +179,64 @@ def pareto_front(points: list[tuple[float | None, float | None]]) -> list[bool]:
     return front
 
 
-class _Resampler:
-    """Bootstrap draws of target indices, shared by every attack of one seed."""
+class _Draws:
+    """Bootstrap draws shared by every attack and level of one (task, defense): the seed weights
+    of each resample, per seed one uniform per resample (for Jeffreys draws at a boundary), and
+    per seed and sample size the target indices. Each comes from its own generator, keyed by
+    what it is for, so no draw depends on which other records are in the store."""
 
-    def __init__(self, rng: np.random.Generator, resamples: int) -> None:
-        self.rng, self.resamples, self._cache = rng, resamples, {}
+    def __init__(self, seeds: list[int], resamples: int) -> None:
+        self.resamples = resamples
+        self.column = {s: i for i, s in enumerate(seeds)}
+        self.weights = stats.seed_weights(np.random.default_rng([BOOTSTRAP_SEED, 0]), len(seeds),
+                                          resamples)
+        self._uniform: dict[int, np.ndarray] = {}
+        self._indices: dict[tuple[int, ...], np.ndarray] = {}
 
-    def indices(self, *sizes: int) -> tuple[np.ndarray, ...]:
-        if sizes not in self._cache:
-            self._cache[sizes] = tuple(self.rng.integers(0, n, (self.resamples, n)) for n in sizes)
-        return self._cache[sizes]
+    def uniform(self, seed: int) -> np.ndarray:
+        if seed not in self._uniform:
+            rng = np.random.default_rng([BOOTSTRAP_SEED, 1, seed % 2**32])
+            self._uniform[seed] = rng.random(self.resamples)
+        return self._uniform[seed]
+
+    def indices(self, seed: int, n: int, part: int = 0) -> np.ndarray:
+        """(resamples, n) indices into ``n`` targets (``part`` tells members from non-members)."""
+        key = (seed, n, part)
+        if key not in self._indices:
+            rng = np.random.default_rng([BOOTSTRAP_SEED, 2, seed % 2**32, n, part])
+            self._indices[key] = rng.integers(0, n, (self.resamples, n))
+        return self._indices[key]
 
 
-def _advantage(success: np.ndarray, chance: float) -> np.ndarray:
-    if chance >= 1.0:
-        return np.zeros_like(success)
-    return np.maximum(0.0, (success - chance) / (1.0 - chance))
-
-
-def _auc(scores: np.ndarray, n_pos: int) -> np.ndarray:
-    """Mann-Whitney AUC per row of ``scores``, whose first ``n_pos`` columns are the members."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores, axis=1)  # ties get their average rank, so count half
-    n_neg = scores.shape[1] - n_pos
-    return (ranks[:, :n_pos].sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-
-def _resampled_advantage(metrics: dict[str, Any], draw: _Resampler) -> np.ndarray | None:
-    """The attack's advantage on each bootstrap resample of its targets, or None if the record
+def _seed_draws(metrics: dict[str, Any], seed: int, draws: _Draws) -> np.ndarray | None:
+    """The attack's advantage on each resample of one seed's targets, or None if the record
     keeps no per-target outcomes."""
     if "per_target" in metrics and len(metrics["per_target"]):
         hits = np.asarray(metrics["per_target"], dtype=float)
-        (idx,) = draw.indices(len(hits))
-        return _advantage(hits[idx].mean(1), float(metrics["chance"]))
+        idx = draws.indices(seed, len(hits))
+        if stats.at_boundary(hits):
+            success = stats.jeffreys(hits.sum(), len(hits), draws.uniform(seed))
+        else:
+            success = hits[idx].mean(1)
+        base = metrics.get("chance_per_target")
+        if base is not None and len(base) == len(hits):  # a label attack's public baseline
+            chance = np.asarray(base, dtype=float)[idx].mean(1)
+        else:
+            chance = float(metrics["chance"])
+        return stats.advantage(success, chance)
     if "scores" in metrics and "member" in metrics:
         scores = np.asarray(metrics["scores"], dtype=float)
         member = np.asarray(metrics["member"], dtype=bool)
         pos, neg = scores[member], scores[~member]
         if len(pos) == 0 or len(neg) == 0:
             return None
-        ip, ineg = draw.indices(len(pos), len(neg))
-        auc = _auc(np.concatenate([pos[ip], neg[ineg]], axis=1), len(pos))
-        return _advantage(auc, 0.5)
+        observed = float(stats.auc(np.concatenate([pos, neg])[None], len(pos))[0])
+        if observed in (0.0, 1.0):  # perfectly separated: no resample can differ
+            n = min(len(pos), len(neg))
+            return stats.advantage(stats.jeffreys(observed * n, n, draws.uniform(seed)), 0.5)
+        ip, ineg = draws.indices(seed, len(pos), 1), draws.indices(seed, len(neg), 2)
+        return stats.advantage(stats.auc(np.concatenate([pos[ip], neg[ineg]], axis=1), len(pos)),
+                               0.5)
     return None
 
 
@@ -195,67 +248,95 @@ class _Attack:
     label: str
     goal: str | None = None
     ok: dict[int, dict[str, Any]] = dataclasses.field(default_factory=dict)  # seed -> metrics
+    refused: dict[int, str] = dataclasses.field(default_factory=dict)  # seed -> reason
     artifacts: dict[int, str] = dataclasses.field(default_factory=dict)
     failed: int = 0
     not_applicable: int = 0
     errors: set[str] = dataclasses.field(default_factory=set)
     missing: set[str] = dataclasses.field(default_factory=set)
+    reasons: set[str] = dataclasses.field(default_factory=set)
+
+    def scored(self) -> list[int]:
+        return sorted(set(self.ok) | set(self.refused))
 
 
-def _attack_results(collected: dict[str, _Attack], resamples: int
-                    ) -> tuple[dict[str, AttackResult], Interval | None, list[str]]:
-    """Per-attack results with intervals, and the privacy interval of the worst case."""
+@dataclasses.dataclass
+class _Level:
+    """One (task, level, defense) before the levels below it are taken into account."""
+
+    attacks: dict[str, AttackResult]
+    draws: np.ndarray | None  # privacy at this level alone, per resample
+    privacy: float | None
+    worst: str | None
+    complete: bool
+    notes: list[str]
+
+
+def _level(collected: dict[str, _Attack], draws: _Draws) -> _Level:
+    """Per-attack results with intervals, and this level's privacy and its draws."""
     results: dict[str, AttackResult] = {}
-    for a in collected.values():
-        label = a.label
-        seeds = sorted(a.ok)
+    per_attack: dict[str, np.ndarray] = {}
+    fixed = []
+    for a in sorted(collected.values(), key=lambda a: a.label):
+        seeds = a.scored()
+        # A refusal is a complete break of that seed; the defense, not chance, decided it.
+        advantage = {s: 1.0 if s in a.refused else float(a.ok[s]["advantage"]) for s in seeds}
         scalars = defaultdict(list)
-        for s in seeds:
+        for s in sorted(a.ok):
             for name, value in a.ok[s].items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     scalars[name].append(float(value))
-        results[label] = AttackResult(
-            label=label, spec=a.spec, goal=a.goal,
-            advantage=mean(a.ok[s]["advantage"] for s in seeds) if seeds else None,
+        result = AttackResult(
+            label=a.label, spec=a.spec, goal=a.goal,
+            advantage=mean(advantage.values()) if seeds else None,
             metrics={k: mean(v) for k, v in sorted(scalars.items())},
             seeds=seeds, failed=a.failed, not_applicable=a.not_applicable,
-            errors=sorted(a.errors), missing=sorted(a.missing),
-            artifacts=dict(sorted(a.artifacts.items())))
-
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
-    draws: dict[str, list[np.ndarray]] = defaultdict(list)
+            refused=len(a.refused), errors=sorted(a.errors),
+            refusals=sorted(set(a.refused.values())), missing=sorted(a.missing),
+            reasons=sorted(a.reasons), artifacts=dict(sorted(a.artifacts.items())))
+        results[a.label] = result
+        if not seeds:
+            continue
+        per_seed = {}
+        for s in seeds:
+            d = None if s in a.refused else _seed_draws(a.ok[s], s, draws)
+            if d is None and s not in a.refused:
+                fixed.append(a.label)
+            per_seed[s] = d if d is not None else np.full(draws.resamples, advantage[s])
+        per_attack[a.label] = stats.seed_mean(per_seed, draws.weights, draws.column)
+        if a.label not in fixed:
+            result.interval = stats.percentile_interval(per_attack[a.label])
     notes = []
-    by_label = {a.label: a for a in collected.values()}
-    all_seeds = sorted({s for a in collected.values() for s in a.ok})
-    fixed = set()
-    for s in all_seeds:
-        draw = _Resampler(rng, resamples)
-        for label in sorted(by_label):
-            metrics = by_label[label].ok.get(s)
-            if metrics is None:
-                continue
-            resampled = _resampled_advantage(metrics, draw)
-            if resampled is None:
-                fixed.add(label)
-                resampled = np.full(resamples, float(metrics["advantage"]))
-            draws[label].append(resampled)
-    per_attack = {label: np.mean(d, axis=0) for label, d in draws.items()}
-    for label, d in per_attack.items():
-        results[label].interval = _interval(d) if label not in fixed else None
     if fixed:
-        notes.append("no per-target outcomes stored for " + ", ".join(sorted(fixed)) +
-                     "; the privacy interval holds their advantage fixed")
-    privacy = _interval(1.0 - np.max(np.stack(list(per_attack.values())), axis=0)) \
-        if per_attack else None
-    return results, privacy, notes
+        notes.append("no per-target outcomes stored for " + ", ".join(sorted(set(fixed))) +
+                     "; the privacy interval holds their advantage fixed within a seed")
+    advs = {label: r.advantage for label, r in results.items() if r.advantage is not None}
+    worst = max(sorted(advs), key=advs.get) if advs else None
+    level_draws = (1.0 - np.max(np.stack([per_attack[k] for k in sorted(per_attack)]), axis=0)
+                   if per_attack else None)
+    return _Level(attacks=results, draws=level_draws,
+                  privacy=None if worst is None else 1.0 - advs[worst], worst=worst,
+                  complete=not any(r.failed for r in results.values()), notes=notes)
 
 
-def _jeffreys(accuracy: float, n: int | None, rng: np.random.Generator,
-              resamples: int) -> np.ndarray | None:
-    if not n:
-        return None
-    k = round(accuracy * n)
-    return rng.beta(k + 0.5, n - k + 0.5, size=resamples)
+def _rank(rows: list[Row]) -> None:
+    """Sort ``rows`` and set their ranks and the Pareto front, complete entries first."""
+    ranked = [r for r in rows if r.complete and r.privacy is not None]
+    intervals = [r.privacy_interval or (r.privacy, r.privacy) for r in ranked]
+    for row, rank in zip(ranked, stats.shared_ranks(intervals)):
+        row.rank = rank
+    counts = defaultdict(int)
+    for row in ranked:
+        counts[row.rank] += 1
+    for row in ranked:
+        row.rank_shared = counts[row.rank] > 1
+    rows.sort(key=lambda r: (r.rank is None, r.privacy is None, r.rank or 0,
+                             -(r.privacy if r.privacy is not None else -1),
+                             -(r.utility if r.utility is not None else -1), r.defense))
+    # Only complete entries compete for the front: an upper bound must not dominate a measurement.
+    front = pareto_front([(r.privacy, r.utility) if r.complete else (None, None) for r in rows])
+    for row, on_front in zip(rows, front):
+        row.pareto = on_front
 
 
 def _summarise_meta(metas: list[dict[str, Any]], seeds: Iterable[int]) -> dict[str, Any]:
@@ -288,7 +369,6 @@ def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[
     utility_errors: dict[tuple[str, str], set[str]] = defaultdict(set)
     cells: dict[tuple[str, str, str], dict[str, _Attack]] = defaultdict(dict)
     cell_meta: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    cell_seeds: dict[tuple[str, str, str], set[int]] = defaultdict(set)
     levels: dict[str, set[str]] = defaultdict(set)
     defenses: dict[str, set[str]] = defaultdict(set)
     labels: dict[str, str] = {}
@@ -319,10 +399,12 @@ def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[
                 labels[key] = label
             a = cells[cell][key] = _Attack(spec=rec.attack, label=labels[key])
         a.goal = a.goal or rec.goal
-        if rec.status == OK:
-            a.ok[rec.seed] = rec.metrics
+        if rec.status in (OK, REFUSED):
+            if rec.status == OK:
+                a.ok[rec.seed] = rec.metrics
+            else:
+                a.refused[rec.seed] = rec.error or "the defense refused (no reason recorded)"
             cell_meta[cell].append(rec.meta)
-            cell_seeds[cell].add(rec.seed)
             if rec.meta.get("artifact"):
                 a.artifacts[rec.seed] = rec.meta["artifact"]
         elif rec.status == FAILED:
@@ -332,46 +414,90 @@ def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[
         elif rec.status == NOT_APPLICABLE:
             a.not_applicable += 1
             a.missing.update(rec.meta.get("missing", []))
+            if rec.error:
+                a.reasons.add(rec.error)
 
     boards = []
     for t in sorted(levels, key=lambda k: (spec_label("task", specs[k]), k)):
         utility = _utility(accuracy[t], specs, resamples)
-        for level in sorted(levels[t]):
-            rows = []
-            for d in defenses[t]:
-                collected = cells.get((t, level, d), {})
-                attacks, privacy_interval, notes = _attack_results(collected, resamples)
-                advs = {label: r.advantage for label, r in attacks.items() if r.advantage is not None}
-                worst = max(sorted(advs), key=advs.get) if advs else None
-                u = utility.get(d, {})
+        order = sorted(levels[t], key=level_order)
+        rows: dict[str, list[Row]] = defaultdict(list)
+        for d in sorted(defenses[t]):
+            seeds = sorted({s for lv in order for a in cells.get((t, lv, d), {}).values()
+                            for s in a.scored()})
+            draws = _Draws(seeds, resamples)
+            # The minimum over levels so far: what an attacker who ignores knowledge achieves.
+            low: _Level | None = None
+            low_level, low_draws = None, None
+            complete, used = True, set()
+            for lv in order:
+                collected = cells.get((t, lv, d), {})
+                level = _level(collected, draws)
+                complete = complete and level.complete
+                used |= {s for a in collected.values() for s in a.scored()}
+                if level.privacy is not None:
+                    if low is None or level.privacy <= low.privacy:  # ties: the level itself
+                        low, low_level = level, lv
+                    low_draws = level.draws if low_draws is None else np.minimum(low_draws,
+                                                                                 level.draws)
+                row = _row(specs[d], level, utility.get(d, {}), accuracy[t][d])
+                if (t, lv, d) in cells and low is not None:
+                    row.privacy = low.privacy
+                    row.privacy_interval = stats.percentile_interval(low_draws)
+                    row.worst_attack, row.worst_level = low.worst, low_level
+                    row.worst_advantage = low.attacks[low.worst].advantage
+                    row.worst_interval = low.attacks[low.worst].interval
+                    if low_level != lv:
+                        row.notes.insert(0, f"privacy set at {low_level} by {low.worst}: an "
+                                         "attacker with more knowledge can ignore it")
+                row.complete = complete
+                if not complete:
+                    row.notes.insert(0, "incomplete: an attack failed in its own code here or "
+                                     "at a lower level, so privacy is an upper bound")
                 errors = sorted(utility_errors.get((t, d), ()))
                 if errors:
-                    notes.insert(0, "training failed: " + "; ".join(errors))
-                seeds = set(accuracy[t][d]) | cell_seeds[(t, level, d)]
-                rows.append(Row(
-                    defense=spec_label("defense", specs[d]), spec=specs[d],
-                    accuracy=u.get("accuracy"), utility=u.get("utility"),
-                    privacy=None if worst is None else 1.0 - advs[worst],
-                    worst_attack=worst, advantages=advs,
-                    failed=sum(r.failed for r in attacks.values()),
-                    not_applicable=sum(r.not_applicable for r in attacks.values()),
-                    seeds=len(accuracy[t][d]),
-                    accuracy_interval=u.get("accuracy_interval"),
-                    utility_interval=u.get("utility_interval"),
-                    privacy_interval=privacy_interval,
-                    baseline_accuracy=u.get("baseline"),
-                    attacks=dict(sorted(attacks.items())),
-                    notes=notes + u.get("notes", []),
-                    manifest=_summarise_meta(utility_meta[(t, d)] + cell_meta[(t, level, d)],
-                                             seeds),
-                ))
-            rows.sort(key=lambda r: (-(r.privacy if r.privacy is not None else -1),
-                                     -(r.utility if r.utility is not None else -1), r.defense))
-            for row, on_front in zip(rows, pareto_front([(r.privacy, r.utility) for r in rows])):
-                row.pareto = on_front
-            boards.append(Board(task=spec_label("task", specs[t]), level=level, rows=rows,
+                    row.notes.insert(0, "training failed: " + "; ".join(errors))
+                row.seeds = len(used)
+                row.manifest = _summarise_meta(utility_meta[(t, d)] + cell_meta[(t, lv, d)],
+                                               set(accuracy[t][d]) | set(used))
+                rows[lv].append(row)
+        for lv in order:
+            board_rows = rows[lv]
+            _rank(board_rows)
+            boards.append(Board(task=spec_label("task", specs[t]), level=lv, rows=board_rows,
                                 task_spec=specs[t]))
     return boards
+
+
+def _row(spec: dict, level: _Level, utility: dict[str, Any],
+         accuracy: dict[int, tuple[float, int | None]]) -> Row:
+    """A row with this level's own numbers; the caller adds what the lower levels decide."""
+    advantages = {label: r.advantage for label, r in level.attacks.items()
+                  if r.advantage is not None}
+    return Row(
+        defense=spec_label("defense", spec), spec=spec,
+        accuracy=utility.get("accuracy"), utility=utility.get("utility"),
+        privacy=None, worst_attack=None, advantages=advantages,
+        failed=sum(r.failed for r in level.attacks.values()),
+        not_applicable=sum(r.not_applicable for r in level.attacks.values()),
+        refused=sum(r.refused for r in level.attacks.values()),
+        accuracy_interval=utility.get("accuracy_interval"),
+        utility_interval=utility.get("utility_interval"),
+        baseline_accuracy=utility.get("baseline"),
+        attacks=dict(sorted(level.attacks.items())),
+        notes=level.notes + utility.get("notes", []),
+        level_privacy=level.privacy,
+        level_privacy_interval=stats.percentile_interval(level.draws),
+        utility_seeds=len(accuracy),
+    )
+
+
+def _jeffreys(accuracy: float, n: int | None, rng: np.random.Generator,
+              resamples: int) -> np.ndarray | None:
+    if not n:
+        return None
+    k = round(accuracy * n)
+    return rng.beta(k + 0.5, n - k + 0.5, size=resamples)
 
 
 def _utility(accuracy: dict[str, dict[int, tuple[float, int | None]]], specs: dict[str, dict],
@@ -386,11 +512,16 @@ def _utility(accuracy: dict[str, dict[int, tuple[float, int | None]]], specs: di
         if not by_seed:
             continue
         seeds = sorted(by_seed)
-        acc_draws = [draws[(d, s)] for s in seeds]
+        # The seeds are resampled as for privacy: each is a new key and training run.
+        weights = stats.seed_weights(np.random.default_rng([BOOTSTRAP_SEED, 3]), len(seeds),
+                                     resamples)
+        column = {s: i for i, s in enumerate(seeds)}
+        has_draws = all(draws[(d, s)] is not None for s in seeds)
         entry: dict[str, Any] = {
             "accuracy": mean(by_seed[s][0] for s in seeds),
-            "accuracy_interval": (None if any(x is None for x in acc_draws)
-                                  else _interval(np.mean(acc_draws, axis=0))),
+            "accuracy_interval": stats.percentile_interval(
+                stats.seed_mean({s: draws[(d, s)] for s in seeds}, weights, column))
+            if has_draws else None,
             "notes": [],
         }
         if entry["accuracy_interval"] is None:
@@ -400,20 +531,30 @@ def _utility(accuracy: dict[str, dict[int, tuple[float, int | None]]], specs: di
             if paired:
                 entry["baseline"] = mean(accuracy[base][s][0] for s in paired)
                 entry["utility"] = mean(by_seed[s][0] / accuracy[base][s][0] for s in paired)
-                ratio = [draws[(d, s)] / draws[(base, s)] for s in paired
-                         if draws[(d, s)] is not None and draws[(base, s)] is not None]
+                ratio = {s: draws[(d, s)] / draws[(base, s)] for s in paired
+                         if draws[(d, s)] is not None and draws[(base, s)] is not None}
                 if len(ratio) == len(paired):
-                    entry["utility_interval"] = _interval(np.mean(ratio, axis=0))
+                    entry["utility_interval"] = stats.percentile_interval(
+                        stats.seed_mean(ratio, weights, column))
         out[d] = entry
     return out
 
 
-def _fmt(value: float | None, interval: Interval | None = None) -> str:
+def _fmt(value: float | None, interval: Interval | None = None, *, bound: bool = False) -> str:
     if value is None:
         return "-"
+    text = f"{'≤' if bound else ''}{value:.3f}"
     if interval is None:
-        return f"{value:.3f}"
-    return f"{value:.3f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+        return text
+    return f"{text} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+def worst_text(row: Row, level: str) -> str:
+    """The attack that sets a row's privacy, its advantage, and the level if a lower one."""
+    if row.worst_attack is None:
+        return "-"
+    where = f" at {row.worst_level}" if row.worst_level and row.worst_level != level else ""
+    return f"{row.worst_attack} ({row.worst_advantage:.3f}){where}"
 
 
 def render_text(boards: list[Board]) -> str:
@@ -422,16 +563,20 @@ def render_text(boards: list[Board]) -> str:
 
     parts = []
     for board in boards:
-        table = [["*" if r.pareto else "", r.defense, _fmt(r.accuracy, r.accuracy_interval),
-                  _fmt(r.utility, r.utility_interval), _fmt(r.privacy, r.privacy_interval),
-                  "-" if r.worst_attack is None
-                  else f"{r.worst_attack} ({r.advantages[r.worst_attack]:.3f})",
-                  r.failed or "", r.not_applicable or ""]
+        table = [[r.rank_label or "-", "*" if r.pareto else "", r.defense,
+                  _fmt(r.accuracy, r.accuracy_interval), _fmt(r.utility, r.utility_interval),
+                  _fmt(r.privacy, r.privacy_interval, bound=not r.complete), r.seeds,
+                  worst_text(r, board.level), r.refused or "", r.failed or "",
+                  r.not_applicable or ""]
                  for r in board.rows]
         parts.append(f"{board.task} / {board.level}\n" + tabulate(
-            table, headers=["", "defense", "accuracy", "utility", "privacy",
-                            "worst attack (advantage)", "failed", "n/a"]))
+            table, headers=["#", "", "defense", "accuracy", "utility", "privacy", "seeds",
+                            "worst attack (advantage)", "refused", "failed", "n/a"],
+            disable_numparse=True))
     if not parts:
         return "no results yet"
     return "\n\n".join(parts) + (
-        f"\n\n* on the Pareto front of privacy and utility; [..] {CONFIDENCE:.0%} intervals")
+        f"\n\n* on the Pareto front of privacy and utility; [..] {CONFIDENCE:.0%} intervals over "
+        "seeds and targets; =k: a rank shared with entries whose privacy intervals overlap; "
+        "≤: incomplete (an attack failed), privacy is an upper bound and not ranked; privacy "
+        "at a level is the minimum over it and the levels below")

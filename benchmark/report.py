@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from benchmark.leaderboard import (CONFIDENCE, RESAMPLES, AttackResult, Board, Interval, Row,
-                                   aggregate)
+                                   aggregate, worst_text)
 from benchmark.store import Store
 
 log = logging.getLogger("disguisebench")
@@ -34,11 +34,15 @@ SCHEMA_VERSION = 1
 REGENERATE = "disguisebench run plans/attacks.yaml && disguisebench leaderboard"
 GALLERY_SHOW = 3  # targets per defense in a board's gallery
 _GENERATED = ("entries", "plots", "gallery")
-_PRIVACY_METHOD = (f"{CONFIDENCE:.0%} percentile bootstrap ({RESAMPLES} resamples) over targets "
-                   "within each seed, averaged over seeds, worst attack per resample")
+_PRIVACY_METHOD = (f"{CONFIDENCE:.0%} percentile bootstrap ({RESAMPLES} resamples) over seeds "
+                   "(each a new key, training run and draw of targets) and over the targets "
+                   "within each drawn seed, the same draws for every attack and level; worst "
+                   "attack per resample, then the minimum over this level and the levels below; "
+                   "a seed whose hits are all or none is drawn from the Jeffreys posterior "
+                   "Beta(k+1/2, n-k+1/2) instead, so 100 of 100 never gives [1.00, 1.00]")
 _UTILITY_METHOD = (f"{CONFIDENCE:.0%} interval from Jeffreys Beta(k+1/2, n-k+1/2) draws of each "
-                   "seed's test accuracy, averaged over seeds (utility: divided by the none "
-                   "model's draw first)")
+                   "seed's test accuracy, seeds resampled as for privacy (utility: divided by "
+                   "the none model's draw of the same seed first)")
 
 
 def slug(text: str) -> str:
@@ -95,26 +99,36 @@ def _attack_json(result: AttackResult) -> dict[str, Any]:
         "interval": _interval(result.interval),
         "metrics": {k: _number(v) for k, v in result.metrics.items()},
         "seeds": result.seeds,
+        "refused": result.refused,
         "failed": result.failed,
         "not_applicable": result.not_applicable,
+        "refusals": result.refusals,
         "errors": result.errors,
         "missing": result.missing,
+        "reasons": result.reasons,
     }
 
 
-def entry(board: Board, row: Row, rank: int) -> dict[str, Any]:
+def entry(board: Board, row: Row) -> dict[str, Any]:
     """The JSON leaderboard entry of one (task, level, defense): numbers as JSON numbers."""
-    worst = row.attacks[row.worst_attack] if row.worst_attack else None
+    worst = row.attacks.get(row.worst_attack) if row.worst_attack else None
     return {
         "schema": SCHEMA_VERSION,
         "task": {"label": board.task, "spec": board.task_spec},
         "level": board.level,
         "defense": {"label": row.defense, "spec": row.spec},
-        "rank": rank,
+        "rank": row.rank,  # null: incomplete or without privacy, never ranked
+        "rank_shared": row.rank_shared,
         "pareto": row.pareto,
         "privacy": {
             "value": _number(row.privacy),
             "interval": _interval(row.privacy_interval),
+            "seeds": row.seeds,
+            "complete": row.complete,
+            "upper_bound": not row.complete,  # an attack failed: the value may be lower
+            "set_at_level": row.worst_level,
+            "this_level": _number(row.level_privacy),
+            "this_level_interval": _interval(row.level_privacy_interval),
             "method": _PRIVACY_METHOD,
         },
         "utility": {
@@ -123,13 +137,17 @@ def entry(board: Board, row: Row, rank: int) -> dict[str, Any]:
             "accuracy": _number(row.accuracy),
             "accuracy_interval": _interval(row.accuracy_interval),
             "baseline_accuracy": _number(row.baseline_accuracy),
+            "seeds": row.utility_seeds,
             "method": _UTILITY_METHOD,
         },
-        "worst_attack": None if worst is None else {
-            "label": worst.label, "goal": worst.goal, "advantage": _number(worst.advantage),
-            "interval": _interval(worst.interval)},
+        "worst_attack": None if row.worst_attack is None else {
+            "label": row.worst_attack, "level": row.worst_level,
+            "goal": None if worst is None else worst.goal,
+            "advantage": _number(row.worst_advantage),
+            "interval": _interval(row.worst_interval)},
         "attacks": {label: _attack_json(a) for label, a in row.attacks.items()},
-        "records": {"failed": row.failed, "not_applicable": row.not_applicable},
+        "records": {"refused": row.refused, "failed": row.failed,
+                    "not_applicable": row.not_applicable},
         "notes": row.notes,
         "manifest": row.manifest,
     }
@@ -168,13 +186,22 @@ def _attack_cell(result: AttackResult | None) -> _Cell:
     if result is None:
         return _Cell("")
     if result.advantage is None:
-        if result.status == "failed":
+        if result.failed:
             return _Cell("failed", None, "; ".join(result.errors) or None, "failed")
-        missing = ", ".join(result.missing)
-        return _Cell("n/a", None, f"needs {missing}" if missing else None, "na")
-    note = f"; also {result.failed} failed" if result.failed else ""
-    return _Cell(_fmt(result.advantage), result.advantage,
-                 f"goal {result.goal}; seeds {', '.join(map(str, result.seeds))}{note}",
+        why = [f"needs {', '.join(result.missing)}"] if result.missing else []
+        return _Cell("n/a", None, "; ".join(why + result.reasons) or None, "na")
+    notes = []
+    if result.refused:
+        notes.append(f"{result.refused} seed(s) refused by the defense, counted as advantage 1: "
+                     + "; ".join(result.refusals))
+    if result.failed:
+        notes.append(f"also {result.failed} failed: " + "; ".join(result.errors))
+    text = _fmt(result.advantage) + (" refused" if result.refused else "") \
+        + (" †" if result.failed else "")
+    return _Cell(text, result.advantage,
+                 f"goal {result.goal}; seeds {', '.join(map(str, result.seeds))}"
+                 + "".join(f"; {n}" for n in notes),
+                 "failed" if result.refused or result.failed else "",
                  interval=_ci(result.interval))
 
 
@@ -182,34 +209,46 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
     """(heading, sort type, tooltip) of each column of a board."""
     attacks = board.attack_labels()
     return [
-        ("#", "number", "rank: privacy, then utility"),
-        ("front", "text", "★ on the Pareto front of privacy and utility"),
+        ("#", "number", "rank by privacy; =k: shared with entries whose privacy intervals "
+                        "overlap; none: incomplete, never ranked"),
+        ("front", "text", "★ on the Pareto front of privacy and utility (complete entries only)"),
         ("defense", "text", "the defense and its hyperparameters (link: its JSON entry)"),
-        ("privacy", "number", "1 − worst-case advantage over attacks; 1 = every attack at chance"),
+        ("privacy", "number", "1 − worst-case advantage over attacks, the minimum over this "
+                              "level and the levels below; 1 = every attack at chance; ≤: "
+                              "incomplete, an upper bound"),
+        ("seeds", "number", "seeds (keys, training runs, target draws) behind the intervals"),
         ("utility", "number", "accuracy / accuracy of the undisguised (none) model"),
         ("accuracy", "number", "test accuracy of the model trained on disguised images"),
-        ("worst attack", "text", "the attack with the largest advantage"),
+        ("worst attack", "text", "the attack with the largest advantage (and its level, when a "
+                                 "lower level sets privacy)"),
         *[(a, "number", f"advantage of {a}: 0 = chance, 1 = always right") for a in attacks],
-        ("failed", "number", "attack records that raised; excluded from privacy"),
-        ("n/a", "number", "attack records needing more than this level grants"),
+        ("refused", "number", "attack records in which the defense raised or returned invalid "
+                              "output; each counts as a complete break"),
+        ("failed", "number", "attack records whose own code raised; the entry is incomplete"),
+        ("n/a", "number", "attack records needing more than this level grants or than the "
+                          "defense has"),
     ]
 
 
-def _cells(board: Board, row: Row, rank: int, attacks: list[str] | None = None) -> list[_Cell]:
+def _cells(board: Board, row: Row, attacks: list[str] | None = None) -> list[_Cell]:
     """The cells of one row; ``attacks``, the board's attack columns, when already listed."""
     attacks = board.attack_labels() if attacks is None else attacks
-    worst = row.attacks.get(row.worst_attack) if row.worst_attack else None
+    privacy = _fmt(row.privacy)
+    if row.privacy is not None and not row.complete:
+        privacy = "≤" + privacy
     return [
-        _Cell(str(rank), rank),
+        _Cell(row.rank_label or "–", row.rank),
         _Cell("★" if row.pareto else "", "★" if row.pareto else None),
         _Cell(row.defense, row.defense, json.dumps(row.spec["params"], sort_keys=True)),
-        _Cell(_fmt(row.privacy), row.privacy, "; ".join(row.notes) or None,
-              interval=_ci(row.privacy_interval)),
+        _Cell(privacy, row.privacy, "; ".join(row.notes) or None,
+              "" if row.complete else "failed", interval=_ci(row.privacy_interval)),
+        _Cell(str(row.seeds), row.seeds),
         _Cell(_fmt(row.utility), row.utility, interval=_ci(row.utility_interval)),
         _Cell(_fmt(row.accuracy), row.accuracy, interval=_ci(row.accuracy_interval)),
-        _Cell("–" if worst is None else f"{worst.label} ({worst.advantage:.3f})",
-              None if worst is None else worst.label),
+        _Cell("–" if row.worst_attack is None else worst_text(row, board.level),
+              row.worst_attack),
         *[_attack_cell(row.attacks.get(a)) for a in attacks],
+        _Cell(str(row.refused) if row.refused else "", row.refused),
         _Cell(str(row.failed) if row.failed else "", row.failed),
         _Cell(str(row.not_applicable) if row.not_applicable else "", row.not_applicable),
     ]
@@ -222,10 +261,10 @@ def _md(text: str) -> str:
 def _markdown_table(board: Board, paths: _Paths) -> str:
     headings = [c[0] for c in _columns(board)]
     lines = ["| " + " | ".join(map(_md, headings)) + " |",
-             "|" + "|".join("---" if i in (1, 2, 6) else "--:" for i in range(len(headings))) + "|"]
+             "|" + "|".join("---" if i in (1, 2, 7) else "--:" for i in range(len(headings))) + "|"]
     attacks = board.attack_labels()
-    for rank, row in enumerate(board.rows, 1):
-        cells = [c.full for c in _cells(board, row, rank, attacks)]
+    for row in board.rows:
+        cells = [c.full for c in _cells(board, row, attacks)]
         cells[2] = f"[{_md(row.defense)}]({paths.entries[row.defense]})"
         lines.append("| " + " | ".join(_md(c) if i != 2 else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines)
@@ -248,6 +287,38 @@ def _dates(boards: list[Board]) -> str | None:
     return dates[-1] if dates else None
 
 
+def rules() -> list[tuple[str, str]]:
+    """How the boards score, in plain words: the README's and the page's header (one text)."""
+    return [
+        ("advantage", "of an attack = (success − chance) / (1 − chance), at least 0: 0 is "
+         "chance, 1 is always right. Chance is 1 / gallery size for re-identification and "
+         "reconstruction, an AUC of 0.5 for membership, and for a label attack what a classifier "
+         "trained on the public data alone achieves on the same images in the same run. "
+         "Labelling the uploaded training images themselves is no attack, since the owner "
+         "uploads their labels: its chance is 1 and its advantage 0."),
+        ("privacy", "= 1 − the largest advantage of any attack (each averaged over seeds), and "
+         "never more than at a lower level, because an attacker can ignore what it knows: "
+         "privacy at level k is the minimum over levels 1 to k. The worst-attack column names "
+         "the lower level when one sets it."),
+        ("refused", "— the defense raised or returned invalid output while an attack used it "
+         "(its keyless copy, a re-fit under the attacker's key, the oracle): that attack counts "
+         "as a complete break (advantage 1) and the reason is shown."),
+        ("failed", "— an attack's own code raised: the entry is incomplete. Its privacy is only "
+         "an upper bound, shown as ≤; it gets no rank and no ★ and is listed below every "
+         "complete entry. Not-applicable records (the level or the defense lacks what the attack "
+         "needs) are left out and counted."),
+        ("utility", "= accuracy of the model trained on disguised images / accuracy of the "
+         "undisguised (none) model; accuracy is the absolute test accuracy."),
+        ("intervals", f"in brackets are {CONFIDENCE:.0%} intervals; the seeds column says how "
+         "many seeds (each a new key, training run and draw of targets) they rest on. Privacy: "
+         f"{_PRIVACY_METHOD}. Accuracy and utility: {_UTILITY_METHOD}."),
+        ("rank", "by privacy. Entries whose privacy intervals overlap cannot be told apart and "
+         "share a rank, shown as =3; within it rows are sorted by privacy, then utility. ★ marks "
+         "the Pareto front of the complete entries (no other is at least as private and as "
+         "useful, and better in one)."),
+    ]
+
+
 def _readme(boards: list[Board], paths: list[_Paths], galleries: list[bool], n_records: int) -> str:
     manifest = _overall_manifest(boards)
     parts = [
@@ -257,15 +328,7 @@ def _readme(boards: list[Board], paths: list[_Paths], galleries: list[bool], n_r
         f"everything here with `{REGENERATE}`. Open [index.html](index.html) for the same boards "
         "as sortable tables. Each (task, level, defense) also has a JSON entry under `entries/`.",
         "",
-        "- **privacy** = 1 − the largest mean advantage of any attack (1: every attack at chance; "
-        "0: some attack always succeeds). Failed and not-applicable attack records are excluded "
-        "and counted in their own columns.",
-        "- **utility** = accuracy of the model trained on disguised images / accuracy of the "
-        "undisguised (`none`) model; **accuracy** is the absolute test accuracy.",
-        f"- Brackets hold {CONFIDENCE:.0%} intervals. Privacy: {_PRIVACY_METHOD}. Accuracy and "
-        f"utility: {_UTILITY_METHOD}.",
-        "- Rows are sorted by privacy, then utility; ★ marks the Pareto front (no other defense "
-        "is at least as private and as useful, and better in one).",
+        *[f"- **{term}** {text}" for term, text in rules()],
         "",
     ]
     for board, p, has_gallery in zip(boards, paths, galleries):
@@ -319,7 +382,8 @@ def plot_board(board: Board, path: Path) -> None:
         where = ((row.utility - x_lim[0]) / (x_lim[1] - x_lim[0]), row.privacy)
         near = sum(abs(where[0] - x) < 0.08 and abs(where[1] - y) < 0.04 for x, y in placed)
         placed.append(where)
-        ax.annotate(row.defense, (row.utility, row.privacy), textcoords="offset points",
+        name = row.defense if row.complete else f"{row.defense} (≤, incomplete)"
+        ax.annotate(name, (row.utility, row.privacy), textcoords="offset points",
                     xytext=(5, 4 + 9 * near), fontsize=7)
     front = sorted((r.utility, r.privacy) for r in points if r.pareto)
     if front:
@@ -458,8 +522,8 @@ def _html(boards: list[Board], paths: list[_Paths], galleries: list[bool],
     for i, (board, p, has_gallery) in enumerate(zip(boards, paths, galleries)):
         rows = []
         attacks = board.attack_labels()
-        for rank, row in enumerate(board.rows, 1):
-            cells = _cells(board, row, rank, attacks)
+        for row in board.rows:
+            cells = _cells(board, row, attacks)
             rows.append({"cells": cells, "entry": p.entries[row.defense], "pareto": row.pareto})
         views.append({
             "id": f"board-{i + 1}", "task": board.task, "level": board.level,
@@ -469,7 +533,7 @@ def _html(boards: list[Board], paths: list[_Paths], galleries: list[bool],
     return env.get_template("leaderboard.html.j2").render(
         boards=views, n_records=n_records, regenerate=REGENERATE,
         manifest=_overall_manifest(boards), latest=_dates(boards),
-        privacy_method=_PRIVACY_METHOD, utility_method=_UTILITY_METHOD,
+        privacy_method=_PRIVACY_METHOD, utility_method=_UTILITY_METHOD, rules=rules(),
         confidence=f"{CONFIDENCE:.0%}")
 
 
@@ -486,10 +550,10 @@ def write(boards: list[Board], out: str | Path, *, artifacts: Path | None = None
     paths = [_paths(board) for board in boards]
     galleries = []
     for board, p in zip(boards, paths):
-        for rank, row in enumerate(board.rows, 1):
+        for row in board.rows:
             target = out / p.entries[row.defense]
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(_dump(entry(board, row, rank)))
+            target.write_text(_dump(entry(board, row)))
             written.append(target)
         plot_board(board, out / p.plot)
         written.append(out / p.plot)

@@ -116,8 +116,9 @@ def paper_2019(res: Results) -> str:
            "training images",
            "",
            f"On plaintext (`none`): {_fmt(res.attack('success', 'none', 'visual-reid'))}; "
-           f"chance (the largest class among the targets): "
-           f"{_fmt(res.attack('chance', 'none', 'visual-reid'))}.",
+           f"the largest class among the targets: "
+           f"{_fmt(res.attack('majority', 'none', 'visual-reid'))}. (On the leaderboard this "
+           "attack scores advantage 0: the cloud holds the targets' labels.)",
            "",
            _grid(_rmt_attack(res, "success", "visual-reid")),
            "",
@@ -174,8 +175,8 @@ def comparative_2023(res: Results) -> str:
             row = next((r for r in boards[level].rows
                         if _matches(r.spec, name, params, "defense")),
                        None) if level in boards else None
-            cells += ([_fmt(row.privacy), f"{row.worst_attack} ({_fmt(max(row.advantages.values()))})"]
-                      if row is not None and row.advantages else [MISSING, MISSING])
+            cells += ([_fmt(row.privacy), f"{row.worst_attack} ({_fmt(row.worst_advantage)})"]
+                      if row is not None and row.worst_attack else [MISSING, MISSING])
         rows.append(cells)
     out = [f"### Utility and privacy ({res.task})", "",
            "Privacy is 1 minus the largest advantage of any attack that ran at that level.", "",

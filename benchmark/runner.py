@@ -29,13 +29,12 @@ from typing import Any
 
 import torch
 
-from benchmark import scoring
+from benchmark import baselines, sandbox, scoring
 from benchmark.api import (
     DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LABEL_OF, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC,
     RECONSTRUCT, TARGETS, UPLOAD, Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
     check_choice,
 )
-from benchmark import sandbox
 from benchmark.cache import ModelCache, data_digest
 from benchmark.plan import Plan, Spec, spec_hash
 from benchmark.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record, Store, derive_key
@@ -530,7 +529,7 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
         granted = attack.needs | (attack.optional & level_caps)
         memo = (job.attack, granted)
         if memo not in done:
-            done[memo] = _sealed_attack(job, attack, granted, cell, salt=salt, task=task,
+            done[memo] = _sealed_attack(job, attack, granted, cell, salt=salt, seeds=seeds, task=task,
                                         defense=defense, splits=splits, owner=owner, model=model,
                                         scenario=scenario, protected=protected, threads=threads,
                                         artifacts=artifacts)
@@ -541,7 +540,7 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
 
 
 def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell, *, salt: bytes,
-                   task: Task, defense: Defense, splits: Splits, owner: Owner,
+                   seeds: dict[str, int], task: Task, defense: Defense, splits: Splits, owner: Owner,
                    model: torch.nn.Module, scenario: Scenario, protected: list[str],
                    threads: int, artifacts: str | Path | None
                    ) -> tuple[str, dict, str | None, float, dict]:
@@ -562,12 +561,16 @@ def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell
             log.warning("defense %s refused attack %s at %s: %s", cell.defense, job.attack,
                         job.level, outcome.refusal)
             return REFUSED, {"advantage": 1.0}, outcome.refusal, time.perf_counter() - t0, extra
+        if outcome.not_applicable is not None:  # the attack needs what this defense lacks
+            return NOT_APPLICABLE, {}, outcome.not_applicable, time.perf_counter() - t0, extra
         if outcome.error is not None:
             log.warning("attack %s on %s at %s failed: %s", job.attack, cell.defense, job.level,
                         outcome.error)
             return FAILED, {}, outcome.error, time.perf_counter() - t0, extra
-        metrics = scoring.score(attack.goal, outcome.prediction,
-                                _truth(scenario, attack.label_of))
+        # A label attack's chance: what a classifier of the public data alone achieves.
+        truth = baselines.with_chance(_truth(scenario, attack.label_of), attack, task, splits,
+                                      seed=seeds["train"])
+        metrics = scoring.score(attack.goal, outcome.prediction, truth)
         metrics.update(attack_report(attack.name, outcome.report))
         if ORACLE in granted:
             metrics["oracle_queries"] = float(outcome.queries)

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from benchmark.api import Data, Defense, PluginError, ThreatView
+from benchmark.api import Data, Defense, NotApplicable, PluginError, ThreatView
 
 log = logging.getLogger("disguisebench")
 
@@ -619,6 +619,8 @@ def _attack_main(conn: Any, payload: dict[str, Any]) -> None:
                               "not a tensor")
         report = {str(k): float(v) for k, v in report.items()}
         send_plain(conn, ("done", prediction, report))
+    except NotApplicable as err:
+        send_plain(conn, ("not-applicable", _error_text(err)))
     except BaseException as err:  # noqa: BLE001 - every failure goes back to the driver
         log.debug("attack failed:\n%s", traceback.format_exc())
         send_plain(conn, ("error", _error_text(err)))
@@ -628,9 +630,11 @@ class AttackOutcome:
     """What came back from one attack sandbox."""
 
     def __init__(self, prediction: torch.Tensor | None, report: dict[str, float],
-                 error: str | None, refusal: str | None, queries: int) -> None:
+                 error: str | None, refusal: str | None, queries: int,
+                 not_applicable: str | None = None) -> None:
         self.prediction, self.report = prediction, report
         self.error, self.refusal, self.queries = error, refusal, queries
+        self.not_applicable = not_applicable
 
 
 def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
@@ -723,6 +727,8 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
                 return AttackOutcome(prediction, report, None, refusal, queries)
             elif kind == "error":
                 return AttackOutcome(None, {}, str(message[1]), refusal, queries)
+            elif kind == "not-applicable":
+                return AttackOutcome(None, {}, None, refusal, queries, str(message[1]))
             else:
                 raise SandboxError("the attack's process broke the protocol")
     finally:

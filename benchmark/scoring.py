@@ -29,12 +29,17 @@ class Truth:
         gallery: (G, C, H, W) the plaintext gallery.
         labels: (n,) true classes of the targets (for the ``label`` goal).
         member: (n,) booleans, whether each queried image was a training member (``membership``).
+        chance_hits: (n,) for ``label``, 1 where an attacker without the owner's model labels the
+            image right (benchmark.baselines: a classifier trained on public data alone; all 1
+            for the targets, whose labels the cloud holds). None falls back to the majority
+            class's share.
     """
 
     gallery_index: Tensor | None = None
     gallery: Tensor | None = None
     labels: Tensor | None = None
     member: Tensor | None = None
+    chance_hits: Tensor | None = None
 
 
 def advantage(success: float, chance: float) -> float:
@@ -130,9 +135,19 @@ def score_label(prediction: Tensor, truth: Truth) -> dict[str, Any]:
         raise PluginError("label: the attack must return integer class indices")
     hits = pred == labels
     success = float(hits.float().mean())
-    chance = float(torch.bincount(labels).max()) / len(labels)
+    majority = float(torch.bincount(labels).max()) / len(labels)
+    out: dict[str, Any] = {"majority": majority}
+    if truth.chance_hits is None:
+        chance = majority
+    else:
+        base = truth.chance_hits.int().cpu()
+        if base.shape != labels.shape:
+            raise PluginError(f"label: {tuple(base.shape)} baseline outcomes for "
+                              f"{len(labels)} images")
+        chance = float(base.float().mean())
+        out["chance_per_target"] = base.tolist()  # resampled with per_target for the interval
     return {"success": success, "chance": chance, "advantage": advantage(success, chance),
-            "per_target": hits.int().tolist()}
+            "per_target": hits.int().tolist(), **out}
 
 
 def roc_auc(scores: Tensor, member: Tensor) -> float:

@@ -37,7 +37,9 @@ SALT_BYTES = 32
 OK = "ok"
 FAILED = "failed"
 NOT_APPLICABLE = "not-applicable"
-# The defense raised or answered invalidly while an attack used it: scored as a complete break.
+# The defense raised or returned invalid output while an attack used it (its keyless clone, a
+# re-fit under the attacker's key, the oracle): it refused to be evaluated, which the
+# leaderboard scores as a complete break of that attack (advantage 1), the reason shown.
 REFUSED = "refused"
 STATUSES = (OK, FAILED, NOT_APPLICABLE, REFUSED)
 
