@@ -19,6 +19,8 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
+from benchmark.errors import PluginError  # noqa: F401 (re-exported: plugins import it here)
+
 # Capabilities an attack can be granted (DESIGN §2). The runner builds a ThreatView holding
 # exactly the ones the threat level grants and the attack declares.
 TARGETS = "targets"
@@ -46,10 +48,6 @@ MEMBERSHIP = "membership"
 GOALS = (REIDENTIFY, RECONSTRUCT, LABEL, MEMBERSHIP)
 # Whose classes a ``label`` attack predicts (Attack.label_of).
 LABEL_OF = ("targets", "gallery")
-
-
-class PluginError(ValueError):
-    """A plugin was given a bad parameter or bad input; the message says what would be valid."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +178,9 @@ class Plugin:
 
     @classmethod
     def summary(cls) -> str:
+        """The docstring's first paragraph on one line (a summary may wrap in the source)."""
         doc = inspect.getdoc(cls) or ""
-        return doc.splitlines()[0] if doc else ""
+        return " ".join(doc.split("\n\n")[0].split())
 
 
 def check_choice(owner: str, param: str, value: Any, choices: tuple) -> None:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmark.api import PluginError
+from benchmark.errors import PluginError
 
 SCHEMA_VERSION = 1
 DEFAULT_DB = Path("results") / "disguisebench.db"
