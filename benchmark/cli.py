@@ -470,8 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbose = getattr(args, "verbose", False)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if args.verbose:
-        log.setLevel(logging.INFO)
+    log.setLevel(logging.INFO if args.verbose else logging.NOTSET)
     try:
         return args.func(args)
     except PluginError as err:

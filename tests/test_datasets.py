@@ -171,7 +171,7 @@ def test_image_folder_sizes_default_to_shares_of_the_folder(tmp_path):
                                                        "n_test": 0.1})
     s = counted.load(seed=0)
     assert (len(s.train), len(s.test), len(s.public)) == (50, 9, 22)
-    with pytest.raises(PluginError, match="n_train \+ n_test \+ n_public = 1044 exceeds the 90 images"):
+    with pytest.raises(PluginError, match=r"n_train \+ n_test \+ n_public = 1044 exceeds the 90 images"):
         registry.create("task", "image-folder", {**task.get_params(), "n_train": 1000}).load(seed=0)
     with pytest.raises(PluginError, match="n_train=1.0 must be a share of the folder between 0"):
         registry.create("task", "image-folder", {**task.get_params(), "n_train": 1.0})
