@@ -31,7 +31,7 @@ from benchmark.store import Record, Store
 log = logging.getLogger("disguisebench")
 
 SCHEMA_VERSION = 1
-REGENERATE = "disguisebench run plans/attacks.yaml && disguisebench leaderboard"
+REGENERATE = "disguisebench run plans/attacks.yaml && disguisebench leaderboard --out leaderboard"
 GALLERY_SHOW = 3  # targets per defense in a board's gallery
 _GENERATED = ("entries", "plots", "gallery")
 _PRIVACY_METHOD = (f"{CONFIDENCE:.0%} percentile bootstrap ({RESAMPLES} resamples) over targets "
