@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -498,11 +499,10 @@ def preflight(plan: Plan, work: list[tuple[Cell, list[Job]]]) -> None:
 
 
 def describe(cell: Cell, job: Job) -> str:
-    """What producing ``job`` means, for the progress bar."""
-    where = f"{cell.task} / {cell.defense} / seed {cell.seed}"
+    """What producing ``job`` means, short enough for the progress bar's line."""
     if job.attack is None:
-        return f"training {where}"
-    return f"{job.attack} at {job.level} on {where}"
+        return f"training {cell.defense} on {cell.task}, seed {cell.seed}"
+    return f"{job.attack}, {job.level}, {cell.defense}"
 
 
 class _Progress:
@@ -520,10 +520,12 @@ class _Progress:
         self._jobs = {job.key: (cell, job) for cell, todo in work for job in todo}
         self._order = [cell for cell, _ in work]
         self._current = self._order[0] if self._order else None
+        # The ETA averages over every record so far (smoothing 0): records differ a lot in cost,
+        # training most, and a moving average would swing with each.
         self.bar = tqdm(total=len(self._jobs), desc="records", unit="rec", disable=not enabled,
-                        smoothing=0, dynamic_ncols=True,
-                        bar_format="{desc} {n_fmt}/{total_fmt} |{bar:20}| "
-                                   "{elapsed} elapsed, ETA {remaining} · {postfix}")
+                        smoothing=0, ncols=shutil.get_terminal_size((120, 24)).columns,
+                        bar_format="records {n_fmt}/{total_fmt} |{bar:12}| "
+                                   "{elapsed}<{remaining} left · {desc}")
         self._stop = threading.Event()
         self._ticker = None
         self._label()
@@ -539,9 +541,10 @@ class _Progress:
         cells = [self._current] + self._order if self._current is not None else self._order
         for cell in cells:
             if self._open.get(cell):
-                self.bar.set_postfix_str(describe(*self._jobs[self._open[cell][0]]), refresh=False)
+                self.bar.set_description_str(describe(*self._jobs[self._open[cell][0]]),
+                                             refresh=False)
                 return
-        self.bar.set_postfix_str("done", refresh=False)
+        self.bar.set_description_str("done", refresh=False)
 
     def record(self, rec: Record) -> None:
         if rec.key not in self._jobs:

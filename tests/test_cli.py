@@ -127,7 +127,8 @@ def test_list_long_and_list_name_show_parameters_and_defaults(capsys):
     assert "did you mean 'block-rmt'?" in capsys.readouterr().err
 
 
-def test_run_explains_its_boards_and_the_next_command(tmp_path, capsys):
+def test_run_explains_its_boards_and_the_next_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # the bar's line is cut to the terminal's width
     db = tmp_path / "res" / "r.db"
     assert main(["run", _plan(tmp_path), "--db", str(db)]) == 0
     captured = capsys.readouterr()
@@ -136,7 +137,7 @@ def test_run_explains_its_boards_and_the_next_command(tmp_path, capsys):
     assert f"disguisebench leaderboard --db {db} --out {tmp_path / 'res' / 'leaderboard'}" \
         in captured.err
     # the progress bar counts records and names what runs
-    assert "records" in captured.err and "training toy(epochs=1) / none / seed 0" in captured.err
+    assert "records 0/6 |" in captured.err and "training none on toy(epochs=1), seed 0" in captured.err
     assert main(["run", _plan(tmp_path), "--db", str(db), "--quiet"]) == 0
     quiet = capsys.readouterr()
     assert quiet.err == "" and "How to read" not in quiet.out and "pixelate" in quiet.out
