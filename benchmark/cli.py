@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from benchmark import __version__
 from benchmark.errors import PluginError
@@ -42,53 +43,12 @@ How to read these boards:
 # ---------------------------------------------------------------------------------- list
 
 
-def _params(cls: type) -> list[tuple[str, str, str]]:
-    """(name, default, description) of a plugin's hyperparameters, from its signature and the
-    ``Args:`` section of its docstring."""
-    import inspect
-
-    doc = inspect.getdoc(cls) or ""
-    described: dict[str, str] = {}
-    in_args, current = False, None
-    for line in doc.splitlines():
-        if line.strip() == "Args:":
-            in_args = True
-            continue
-        if not in_args:
-            continue
-        if not line.strip():
-            break
-        stripped = line.strip()
-        name, sep, text = stripped.partition(":")
-        if sep and line.startswith("    ") and not line.startswith("     ") and " " not in name:
-            current = name
-            described[current] = text.strip()
-        elif current is not None:
-            described[current] += " " + stripped
-    out = []
-    for name, param in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        default = "(required)" if param.default is param.empty else repr(param.default)
-        out.append((name, default, described.get(name, "")))
-    return out
-
-
-def _attack_traits(cls: type) -> str:
-    return f"goal {cls.goal}; needs {', '.join(sorted(cls.needs))}"
-
-
-def _describe_plugin(kind: str, name: str, cls: type) -> str:
-    import inspect
-
-    from benchmark import registry
-
-    doc = inspect.getdoc(cls) or ""
-    body = doc.split("\nArgs:")[0].strip()
-    lines = [f"{kind} {name}  ({registry.origin(kind, name)})", "", body, ""]
-    if kind == "attack":
-        lines += [_attack_traits(cls), ""]
-    params = _params(cls)
+def _describe_plugin(entry: Any) -> str:
+    lines = [f"{entry.kind} {entry.name}  ({entry.origin})", "",
+             entry.doc.split("\nArgs:")[0].strip(), ""]
+    if entry.kind == "attack":
+        lines += [f"goal {entry.goal}; needs {', '.join(entry.needs)}", ""]
+    params = entry.described()
     if params:
         width = max(len(p) for p, _, _ in params)
         dwidth = min(24, max(len(d) for _, d, _ in params))
@@ -106,27 +66,24 @@ def _describe_plugin(kind: str, name: str, cls: type) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     import difflib
 
-    from benchmark import registry
+    from benchmark import catalog
 
-    kinds = ("task", "defense", "attack")
+    entries = catalog.entries()
     if args.name:
-        found = [(kind, args.name) for kind in kinds if args.name in registry.names(kind)]
+        found = [e for e in entries if e.name == args.name]
         if not found:
-            every = [n for kind in kinds for n in registry.names(kind)]
-            close = difflib.get_close_matches(args.name, every, n=1)
+            close = difflib.get_close_matches(args.name, [e.name for e in entries], n=1)
             hint = f"; did you mean {close[0]!r}?" if close else "; `disguisebench list` names them all"
             raise PluginError(f"no task, defense or attack named {args.name!r}{hint}")
-        print("\n\n".join(_describe_plugin(kind, name, registry.get(kind, name))
-                          for kind, name in found))
+        print("\n\n".join(_describe_plugin(e) for e in found))
         return 0
-    for kind in kinds:
+    for kind in ("task", "defense", "attack"):
         print(f"{kind}s:")
-        for name in registry.names(kind):
-            cls = registry.get(kind, name)
-            extra = f"  [{_attack_traits(cls)}]" if kind == "attack" else ""
-            print(f"  {name:<22} {cls.summary()}{extra}")
+        for e in (e for e in entries if e.kind == kind):
+            extra = f"  [goal {e.goal}; needs {', '.join(e.needs)}]" if kind == "attack" else ""
+            print(f"  {e.name:<22} {e.summary()}{extra}")
             if args.long:
-                params = ", ".join(f"{p}={d}" for p, d, _ in _params(cls)) or "no parameters"
+                params = ", ".join(f"{p}={d}" for p, d in e.params) or "no parameters"
                 for line in textwrap.wrap(params, width=96):
                     print(f"  {'':<22} {line}")
         print()

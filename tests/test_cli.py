@@ -206,3 +206,19 @@ def test_shipped_plans_are_named_from_the_records_plan_hash():
     assert report.shipped_plans([rec]) == ["plans/default.yaml"]
     rec.meta["plan_hash"] = "something else"
     assert report.shipped_plans([rec]) == ["YOUR-PLAN.yaml"]
+
+
+def test_list_reads_plugin_sources_without_torch_and_agrees_with_the_registry():
+    from benchmark import catalog
+
+    by_source = {(e.kind, e.name): e for e in catalog.read_sources()}
+    by_import = {(kind, name): catalog.from_class(kind, name, registry.get(kind, name),
+                                                  registry.origin(kind, name))
+                 for kind in catalog.PACKAGES for name in registry.names(kind)}
+    assert by_source == by_import
+    code = ("import sys\nfrom benchmark import cli\n"
+            "assert cli.main(['list', '--long']) == 0 and cli.main(['list', 'block-rmt']) == 0\n"
+            "print('torch' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip().splitlines()[-1] == "False"
