@@ -67,16 +67,24 @@ _PY_RULES: list[tuple[re.Pattern, object]] = [
     # from benchmark.api import X / from defenses import blur
     (re.compile(rf"^(\s*)from ({'|'.join(OLD)})((?:\.\w+)*) import ", re.M),
      lambda m: f"{m[1]}from {new_name(m[2] + m[3])} import "),
+    # the same inside a string of code: "import sys\nfrom benchmark import cli\n"
+    (re.compile(rf"""(\\n|["'])from ({'|'.join(OLD)})((?:\.\w+)*) import """),
+     lambda m: f"{m[1]}from {new_name(m[2] + m[3])} import "),
     # import defenses  /  import tasks._base as base
     (re.compile(rf"^(\s*)import ({'|'.join(OLD)})((?:\.\w+)*)(\s+as\s+\w+)?[ \t]*$", re.M),
      lambda m: _import(m[1], m[2], m[3], m[4] or "")),
     # "benchmark.cli" (python -m, mock targets, entry points): quoted dotted module paths
     (re.compile(rf"""(["'])((?:{'|'.join(OLD)})\.[\w.]+)(?=["':])"""),
      lambda m: m[1] + new_name(m[2]) if is_module(m[2]) else m[0]),
+    # the same in a regular expression: r"by defenses\.pixelate\.Pixelate"
+    (re.compile(rf"""(?<=[\s"'(])((?:{'|'.join(OLD)})(?:\\\.\w+)+)"""),
+     lambda m: (new_name(m[1].replace("\\.", ".")).replace(".", "\\.")
+                if is_module(m[1].replace("\\.", ".")) else m[0])),
     # the registry's in-tree plugin packages
-    (re.compile(rf"""(_PACKAGES = \{{"defense": )"defenses", "attack": "attacks", "task": "tasks"\}}"""),
-     lambda m: m[1] + '"disguisebench.defenses", "attack": "disguisebench.attacks", '
-                      '"task": "disguisebench.tasks"}'),
+    (re.compile(r"""^PACKAGES = \{"defense": "defenses", "attack": "attacks", "task": "tasks"\}""",
+                re.M),
+     lambda m: 'PACKAGES = {"defense": "disguisebench.defenses", "attack": "disguisebench.attacks",\n'
+               '            "task": "disguisebench.tasks"}'),
 ]
 
 _TEXT_RULES: list[tuple[re.Pattern, object]] = [
@@ -91,17 +99,23 @@ SHIM = '''"""DisguiseBench in a source checkout.
 
 An installed copy maps the folders benchmark/, defenses/, attacks/, tasks/ and plans/ to
 ``disguisebench``, ``disguisebench.defenses``, ... through setuptools' package-dir (see
-pyproject.toml); this file gives a checkout the same names without installing: the package is
-benchmark/, and the plugin folders beside it are its sub-packages. Written by tools/namespace.py.
+pyproject.toml). This file gives a checkout the same names without installing: it loads
+benchmark/__init__.py as the package ``disguisebench``, whose sub-packages are benchmark/'s modules
+and the plugin folders beside it, so importlib.resources finds templates and plans as it does in
+an installed copy. Written by tools/namespace.py.
 """
 
+import importlib.util as _util
+import sys as _sys
 from pathlib import Path as _Path
 
 _root = _Path(__file__).resolve().parent.parent
-__path__ = [str(_root / "benchmark"), str(_root)]  # noqa: F821 (a package's search path)
-_init = _root / "benchmark" / "__init__.py"
-exec(compile(_init.read_text(encoding="utf-8"), str(_init), "exec"))  # __version__, docstring
-del _Path, _init, _root
+_spec = _util.spec_from_file_location(
+    __name__, _root / "benchmark" / "__init__.py",
+    submodule_search_locations=[str(_root / "benchmark"), str(_root)])
+_module = _util.module_from_spec(_spec)
+_sys.modules[__name__] = _module  # the import system hands out what sys.modules holds
+_spec.loader.exec_module(_module)
 '''
 
 PLANS_INIT = '"""The shipped plans, package data read through importlib.resources."""\n'
@@ -153,6 +167,29 @@ def rewrite(text: str, rules: list[tuple[re.Pattern, object]]) -> str:
     return text
 
 
+_ALIGNED_IMPORT = re.compile(r"^([ \t]*)(from disguisebench[\w.]* import \()([^)\n#][^)#]*)\)", re.M)
+WIDTH = 100
+
+
+def reflow(text: str) -> str:
+    """Re-wrap ``from disguisebench... import (a, b,`` statements whose names line up under the
+    parenthesis, since the longer module name moved it (hanging indents need nothing)."""
+    def wrap(m: re.Match) -> str:
+        prefix = m[1] + m[2]
+        names = [n.strip() for n in m[3].replace("\n", " ").split(",") if n.strip()]
+        lines, line = [], prefix
+        for k, name in enumerate(names):
+            piece = name + ("," if k < len(names) - 1 else ")")
+            if line.strip() and not line.endswith("(") and len(line) + 1 + len(piece) > WIDTH:
+                lines.append(line)
+                line = " " * len(prefix) + piece
+            else:
+                line += ("" if line.endswith("(") else " ") + piece
+        return "\n".join([*lines, line])
+
+    return _ALIGNED_IMPORT.sub(wrap, text)
+
+
 def plan_changes() -> dict[Path, str]:
     """Every file whose text this script would change, with its new text."""
     changes: dict[Path, str] = {}
@@ -172,6 +209,8 @@ def plan_changes() -> dict[Path, str]:
         except UnicodeDecodeError:
             continue
         new = rewrite(text, rules)
+        if path.suffix == ".py":
+            new = reflow(new)
         for old, replacement in EXACT.get(rel, []):
             if old in new and replacement not in new:
                 new = new.replace(old, replacement, 1)
