@@ -19,8 +19,10 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
-# Capabilities an attack can be granted (docs/design.md, "Threat levels"). The runner builds a ThreatView holding
-# exactly the ones the threat level grants and the attack declares.
+from benchmark.errors import PluginError  # noqa: F401 (re-exported: plugins import it here)
+
+# Capabilities an attack can be granted (docs/design.md, "Threat levels"). The runner builds a
+# ThreatView holding exactly the ones the threat level grants and the attack declares.
 TARGETS = "targets"
 UPLOAD = "upload"
 DEFENSE = "defense"
@@ -46,10 +48,6 @@ MEMBERSHIP = "membership"
 GOALS = (REIDENTIFY, RECONSTRUCT, LABEL, MEMBERSHIP)
 # Whose classes a ``label`` attack predicts (Attack.label_of).
 LABEL_OF = ("targets", "gallery")
-
-
-class PluginError(ValueError):
-    """A plugin was given a bad parameter or bad input; the message says what would be valid."""
 
 
 class NotApplicable(PluginError):
@@ -188,8 +186,9 @@ class Plugin:
 
     @classmethod
     def summary(cls) -> str:
+        """The docstring's first paragraph on one line (a summary may wrap in the source)."""
         doc = inspect.getdoc(cls) or ""
-        return doc.splitlines()[0] if doc else ""
+        return " ".join(doc.split("\n\n")[0].split())
 
 
 def check_choice(owner: str, param: str, value: Any, choices: tuple) -> None:

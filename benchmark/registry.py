@@ -15,11 +15,9 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, TypeVar
 
 from benchmark.api import Attack, Defense, Plugin, PluginError, Task
+from benchmark.catalog import GROUPS as _GROUPS, PACKAGES as _PACKAGES
 
 KINDS: dict[str, type[Plugin]] = {"defense": Defense, "attack": Attack, "task": Task}
-_PACKAGES = {"defense": "defenses", "attack": "attacks", "task": "tasks"}
-_GROUPS = {"defense": "disguisebench.defenses", "attack": "disguisebench.attacks",
-           "task": "disguisebench.tasks"}
 
 _registry: dict[str, dict[str, type[Plugin]]] = {kind: {} for kind in KINDS}
 _origin: dict[tuple[str, str], str] = {}

@@ -11,6 +11,7 @@ sees. Seeds derive from the plan seed and the results database's secret salt.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -21,6 +22,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -202,6 +204,15 @@ def scenario_sizes(n_train: int, n_targets: int, n_known: int) -> tuple[int, int
         return n_targets, n_known
     targets = max(1, min(n_targets, max(n_train // 4, (n_train - n_known) // 2)))
     return targets, max(0, min(n_known, n_train - 2 * targets))
+
+
+def level_sizes(n_train: int, n_targets: int, n_known: int, level: str) -> tuple[int, int]:
+    """The scenario sizes one level is run with. Levels that grant no known pairs keep every
+    target the plan asks for when only the pairs make the numbers too large for the task."""
+    sizes = scenario_sizes(n_train, n_targets, n_known)
+    if sizes == (n_targets, n_known) or KNOWN_PAIRS in LEVELS[level]:
+        return sizes
+    return scenario_sizes(n_train, n_targets, 0)
 
 
 def build_scenario(splits: Splits, disguised: Data, *, n_targets: int, n_known: int,
@@ -504,22 +515,26 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
                  salt: bytes, seeds: dict[str, int], task: Task, defense: Defense,
                  splits: Splits, owner: Owner, model: torch.nn.Module, protected: list[str],
                  threads: int, artifacts: str | Path | None) -> None:
-    n_targets, n_known = scenario_sizes(len(splits.train), plan.n_targets, plan.n_known)
-    if (n_targets, n_known) != (plan.n_targets, plan.n_known):
-        log.warning("%s has %d training images, too few for n_targets=%d and n_known=%d; "
-                    "using n_targets=%d and n_known=%d", cell.task, len(splits.train),
-                    plan.n_targets, plan.n_known, n_targets, n_known)
-    sizes = {"n_targets": n_targets, "n_known": n_known}
-    try:
-        scenario = build_scenario(splits, owner.upload, n_targets=n_targets, n_known=n_known,
-                                  seed=seeds["targets"])
-    except PluginError as err:
-        for job in attacks:
-            record(job, FAILED, {}, sizes, job.attack.build().goal, _error(err))
-        return
+    # A task too small for the plan's sizes is reported once, by run(), before any training.
+    scenarios: dict[tuple[int, int], Scenario | PluginError] = {}
     # An attack sees only what it declares, so levels that grant it nothing new share one run.
-    done: dict[tuple[Spec, frozenset[str]], tuple[str, dict, str | None, float, dict]] = {}
+    done: dict[tuple[Spec, frozenset[str], tuple[int, int]],
+               tuple[str, dict, str | None, float, dict]] = {}
     for job in attacks:
+        n_targets, n_known = level_sizes(len(splits.train), plan.n_targets, plan.n_known,
+                                         job.level)
+        sizes = {"n_targets": n_targets, "n_known": n_known}
+        if (n_targets, n_known) not in scenarios:
+            try:
+                scenarios[n_targets, n_known] = build_scenario(
+                    splits, owner.upload, n_targets=n_targets, n_known=n_known,
+                    seed=seeds["targets"])
+            except PluginError as err:
+                scenarios[n_targets, n_known] = err
+        scenario = scenarios[n_targets, n_known]
+        if isinstance(scenario, PluginError):
+            record(job, FAILED, {}, sizes, job.attack.build().goal, _error(scenario))
+            continue
         attack: Attack = job.attack.build()
         level_caps = LEVELS[job.level]
         missing = attack.needs - level_caps
@@ -527,12 +542,12 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
             record(job, NOT_APPLICABLE, {}, {"missing": sorted(missing), **sizes}, attack.goal)
             continue
         granted = attack.needs | (attack.optional & level_caps)
-        memo = (job.attack, granted)
+        memo = (job.attack, granted, (n_targets, n_known))
         if memo not in done:
-            done[memo] = _sealed_attack(job, attack, granted, cell, salt=salt, seeds=seeds, task=task,
-                                        defense=defense, splits=splits, owner=owner, model=model,
-                                        scenario=scenario, protected=protected, threads=threads,
-                                        artifacts=artifacts)
+            done[memo] = _sealed_attack(job, attack, granted, cell, salt=salt, seeds=seeds,
+                                        task=task, defense=defense, splits=splits, owner=owner,
+                                        model=model, scenario=scenario, protected=protected,
+                                        threads=threads, artifacts=artifacts)
         status, metrics, error, seconds, extra = done[memo]
         record(job, status, metrics,
                {"wall_seconds": seconds, "granted": sorted(granted), **sizes, **extra},
@@ -608,15 +623,102 @@ def pending(plan: Plan, store: Store) -> Iterator[tuple[Cell, list[Job], int]]:
         yield cell, todo, len(all_jobs) - len(todo)
 
 
+def preflight(plan: Plan, work: list[tuple[Cell, list[Job]]], salt: bytes) -> None:
+    """Load every task once before anything trains, so a missing dataset or split sizes larger
+    than the data stop the run with the task's one-line error; warn once per task whose training
+    set is too small for the plan's ``n_targets`` and ``n_known``."""
+    seen: set[str] = set()
+    for cell, _ in work:
+        key = spec_hash(cell.task.canonical())
+        if key in seen:
+            continue
+        seen.add(key)
+        n_train = len(cell.task.build().load(seed=cell.seeds(salt)["data"]).train)
+        levels = [lv for lv in plan.levels if level_sizes(
+            n_train, plan.n_targets, plan.n_known, lv) != (plan.n_targets, plan.n_known)]
+        if plan.attacks and levels:
+            used = "; ".join(f"{lv}: n_targets={t}, n_known={k}" for lv, (t, k) in (
+                (lv, level_sizes(n_train, plan.n_targets, plan.n_known, lv)) for lv in levels))
+            log.warning("%s has %d training images, too few for n_targets=%d and n_known=%d; "
+                        "using %s", cell.task, n_train, plan.n_targets, plan.n_known, used)
+
+
+def describe(cell: Cell, job: Job) -> str:
+    """What producing ``job`` means, short enough for the progress bar's line."""
+    if job.attack is None:
+        return f"training {cell.defense} on {cell.task}, seed {cell.seed}"
+    return f"{job.attack}, {job.level}, {cell.defense}"
+
+
+class _Progress:
+    """One bar over the records to produce, naming the one being produced. The runner only
+    learns that a record is finished; in-process cells produce their records in job order, so the
+    first unfinished job of the cell last heard from (else of the next cell) is the one running.
+    A ticker keeps the elapsed time and the ETA moving while a long step runs."""
+
+    def __init__(self, work: list[tuple[Cell, list[Job]]], enabled: bool) -> None:
+        import threading
+
+        from tqdm import tqdm
+
+        self._open = {cell: [job.key for job in todo] for cell, todo in work}
+        self._jobs = {job.key: (cell, job) for cell, todo in work for job in todo}
+        self._order = [cell for cell, _ in work]
+        self._current = self._order[0] if self._order else None
+        # The ETA averages over every record so far (smoothing 0): records differ a lot in cost,
+        # training most, and a moving average would swing with each.
+        self.bar = tqdm(total=len(self._jobs), desc="records", unit="rec", disable=not enabled,
+                        smoothing=0, ncols=shutil.get_terminal_size((120, 24)).columns,
+                        bar_format="records {n_fmt}/{total_fmt} |{bar:12}| "
+                                   "{elapsed}<{remaining} left · {desc}")
+        self._stop = threading.Event()
+        self._ticker = None
+        self._label()
+        if enabled:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self.bar.refresh()
+
+    def _label(self) -> None:
+        cells = [self._current] + self._order if self._current is not None else self._order
+        for cell in cells:
+            if self._open.get(cell):
+                self.bar.set_description_str(describe(*self._jobs[self._open[cell][0]]),
+                                             refresh=False)
+                return
+        self.bar.set_description_str("done", refresh=False)
+
+    def record(self, rec: Record) -> None:
+        if rec.key not in self._jobs:
+            return
+        cell, _ = self._jobs[rec.key]
+        if rec.key in self._open[cell]:
+            self._open[cell].remove(rec.key)
+        self._current = cell
+        self._label()
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        self.bar.close()
+
+
 def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = False,
         on_record: Callable[[Record], None] | None = None, executor: Any = None,
         cache: bool = True) -> Summary:
     """Run every missing record of ``plan``, writing each to ``store`` as it finishes.
 
     ``executor`` (see benchmark.executors) decides where cells run; the default runs them in this
-    process. Whatever runs them, only this driver writes the store.
+    process. Whatever runs them, only this driver writes the store. Every task is loaded once
+    first (:func:`preflight`): a missing dataset or impossible split sizes raise PluginError
+    before anything trains. ``progress`` shows one bar over the records with an ETA.
     """
-    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from benchmark.executors import InProcess
 
@@ -625,6 +727,9 @@ def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = Fal
     work = list(pending(plan, store))
     summary.skipped = sum(already for _, _, already in work)
     todo_cells = [(cell, todo) for cell, todo, _ in work if todo]
+    preflight(plan, todo_cells, store.salt)
+
+    bar = _Progress(todo_cells, progress)
 
     def emit(rec: Record) -> None:
         store.add(rec)
@@ -635,20 +740,17 @@ def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = Fal
             log.info("%s %s %s %s: %s %s", rec.task_name, rec.defense["name"],
                      rec.attack_name or "utility", rec.level or "", rec.status,
                      {k: round(v, 4) for k, v in rec.metrics.items() if isinstance(v, float)})
+        bar.record(rec)
         if on_record is not None:
             on_record(rec)
-
-    bar = tqdm(total=len(todo_cells), desc="cells", unit="cell", disable=not progress)
-
-    def cell_done(cell: Cell) -> None:
-        bar.set_postfix_str(f"{cell.task} / {cell.defense} / seed {cell.seed}")
-        bar.update(1)
 
     options = {"verbose": verbose, "salt": store.salt, "protected": store.protected_paths(),
                "cache_dir": str(store.path.parent / "models") if cache else None,
                "artifacts": str(store.artifacts_dir)}
     try:
-        (executor or InProcess()).run(plan, todo_cells, emit, cell_done, options)
+        # Warnings logged mid-run go above the bar instead of breaking it.
+        with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+            (executor or InProcess()).run(plan, todo_cells, emit, lambda cell: None, options)
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start

@@ -159,6 +159,9 @@ class ClassificationTask(Task):
         check_number(self.name, "batch_size", self.batch_size, kind=int, low=1)
         check_number(self.name, "lr", self.lr, low=0)
         check_number(self.name, "weight_decay", self.weight_decay, low=0)
+        self._validate_sizes()
+
+    def _validate_sizes(self) -> None:
         for param in ("n_train", "n_test", "n_public"):
             check_number(self.name, param, getattr(self, param), kind=int, low=1)
 

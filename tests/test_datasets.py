@@ -161,6 +161,24 @@ def test_image_folder_defaults_under_the_data_folder(tmp_path, monkeypatch):
     assert s.num_classes == 2
 
 
+def test_image_folder_sizes_default_to_shares_of_the_folder(tmp_path):
+    write_png_tree(tmp_path / "photos", {"a": 50, "b": 40})
+    task = registry.create("task", "image-folder", {"data_dir": str(tmp_path / "photos"),
+                                                    "size": 8})
+    s = task.load(seed=0)
+    assert (len(s.train), len(s.test), len(s.public)) == (45, 22, 22)
+    counted = registry.create("task", "image-folder", {**task.get_params(), "n_train": 50,
+                                                       "n_test": 0.1})
+    s = counted.load(seed=0)
+    assert (len(s.train), len(s.test), len(s.public)) == (50, 9, 22)
+    with pytest.raises(PluginError, match=r"n_train \+ n_test \+ n_public = 1044 exceeds the 90 images"):
+        registry.create("task", "image-folder", {**task.get_params(), "n_train": 1000}).load(seed=0)
+    with pytest.raises(PluginError, match="n_train=1.0 must be a share of the folder between 0"):
+        registry.create("task", "image-folder", {**task.get_params(), "n_train": 1.0})
+    with pytest.raises(PluginError, match="add up to 1.25"):
+        registry.create("task", "image-folder", {**task.get_params(), "n_train": 0.75})
+
+
 def test_lfw_people_reads_scikit_learn_layout_with_identity_labels(tmp_path):
     from PIL import Image
 
@@ -210,7 +228,9 @@ def test_cifar10_runs_through_the_runner_on_a_tiny_folder(tmp_path):
         recs = list(store.records())
     assert summary.failed == 0 and all(r.status == OK for r in recs)
     assert len(recs) == 2 * (1 + 2 * 2)
-    assert all(r.meta["n_targets"] == 12 for r in recs if r.attack)
+    # level 1 uses no known pairs, so only level 3 gives up targets for them
+    assert {(r.level, r.meta["n_targets"]) for r in recs if r.attack} == {("level-1", 24),
+                                                                          ("level-3", 12)}
     accuracy = {r.defense["name"]: r.metrics["accuracy"] for r in recs if r.attack is None}
     assert 0.0 <= accuracy["none"] <= 1.0 and set(accuracy) == {"none", "block-rmt"}
 

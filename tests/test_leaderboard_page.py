@@ -104,6 +104,22 @@ def test_page_shows_boards_plots_gallery_and_sorts(tmp_path, browser):
     value, interval = cell.text.splitlines()  # the interval sits under the value
     assert value == "0.900" and re.fullmatch(r"\[0\.8\d, 0\.9\d\]", interval), cell.text
 
+    # Compact by default; every attack's column on demand; either way no wider than the window.
+    def fits() -> bool:
+        return browser.execute_script(
+            "return Array.from(document.querySelectorAll('div.scroll')).every("
+            "d => d.scrollWidth <= d.clientWidth)")
+
+    attack_heads = table.find_elements("css selector", "thead th.attack")
+    assert attack_heads and not any(th.is_displayed() for th in attack_heads)
+    assert fits()
+    for box in browser.find_elements("css selector", "input.show-attacks"):
+        box.click()
+    assert all(th.is_displayed() for th in attack_heads) and fits()
+    levels = browser.find_element("css selector", "aside.levels").text
+    assert "Threat levels" in levels and "known (plaintext, disguised) pairs" in levels
+    assert "oracle" in levels
+
     # The whole page, for a person to look at.
     ARTIFACTS.mkdir(exist_ok=True)
     browser.execute_script("window.scrollTo(0, 0)")

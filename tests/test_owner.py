@@ -47,7 +47,7 @@ def test_folder_round_trip_through_the_cli(tmp_path, folder, capsys):
                  str(tmp_path / "back"), "--key", str(key), "--png"]) == 0
     for i in range(3):
         original = np.asarray(Image.open(folder / f"{i}.png"))
-        assert np.array_equal(np.asarray(Image.open(tmp_path / "back" / "photos" / f"{i:06d}.png")),
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "back" / "photos" / f"{i}.png")),
                               original)
     recovered = np.load(tmp_path / "back" / "photos.npz")["x"]
     original = np.stack([np.asarray(Image.open(folder / f"{i}.png")) for i in range(3)])
@@ -149,8 +149,81 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
 def test_grey_folders_give_one_channel_and_mixed_folders_three(tmp_path):
     grey = np.arange(144, dtype=np.uint8).reshape(12, 12)
     Image.fromarray(grey).save(tmp_path / "a.png")
-    assert owner.read_images(tmp_path).x.shape == (1, 1, 12, 12)
+    assert owner.read_images(tmp_path)[0].x.shape == (1, 1, 12, 12)
     Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(tmp_path / "b.jpg")
-    x = owner.read_images(tmp_path).x
+    x = owner.read_images(tmp_path)[0].x
     assert x.shape == (2, 3, 12, 12)
     assert torch.equal(x[0, 2], torch.from_numpy(grey).float() / 255)
+
+
+def test_sub_folders_are_read_and_names_restored_by_undisguise(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    src = tmp_path / "train"
+    files = ["a.png", "cats/b.png", "cats/deep/c.jpg", "dogs/d.PNG"]
+    for name in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(
+            src / name, **({"quality": 100} if name.endswith("jpg") else {}))
+    (src / "notes.txt").write_text("not an image")
+    key = tmp_path / "k"
+    assert main(["disguise", "--defense", "block-permutation", "--set", "block=4", "--in",
+                 str(src), "--out", str(tmp_path / "up"), "--key", str(key)]) == 0
+    up = np.load(tmp_path / "up" / "train.npz")
+    assert up["x"].shape == (4, 1, 8, 8)
+    assert up["names"].tolist() == files
+    assert main(["undisguise", "--in", str(tmp_path / "up" / "train.npz"), "--out",
+                 str(tmp_path / "back"), "--key", str(key), "--png"]) == 0
+    back = tmp_path / "back" / "train"
+    assert sorted(p.relative_to(back).as_posix() for p in back.rglob("*.png")) == [
+        "a.png", "cats/b.png", "cats/deep/c.png", "dogs/d.png"]
+    for name in ("a.png", "cats/b.png"):
+        assert np.array_equal(np.asarray(Image.open(back / name)), np.asarray(Image.open(src / name)))
+
+
+def test_undisguise_refuses_another_key_of_the_same_defense(tmp_path, npz, capsys):
+    mine, other = tmp_path / "mine.key", tmp_path / "other.key"
+    args = ["--defense", "block-rmt", "--set", "block=3"]
+    assert main(["disguise", *args, "--in", str(npz), "--out", str(tmp_path / "a"),
+                 "--key", str(mine)]) == 0
+    assert main(["disguise", *args, "--in", str(npz), "--out", str(tmp_path / "b"),
+                 "--key", str(other)]) == 0
+    upload = np.load(tmp_path / "a" / "train.npz")
+    fp = str(upload["key_fingerprint"])
+    assert len(fp) == 64 and fp == owner.fingerprint(mine) != owner.fingerprint(other)
+    assert fp.encode() not in mine.read_bytes()  # a keyed hash of the key, not the key
+    capsys.readouterr()
+    code = main(["undisguise", "--in", str(tmp_path / "a" / "train.npz"), "--out",
+                 str(tmp_path / "back"), "--key", str(other), "--png"])
+    assert code == 2
+    assert "was disguised with another key than" in capsys.readouterr().err
+    assert not (tmp_path / "back").exists()
+    assert main(["undisguise", "--in", str(tmp_path / "a" / "train.npz"), "--out",
+                 str(tmp_path / "back"), "--key", str(mine)]) == 0
+
+
+def test_mixed_sizes_name_the_odd_file_and_a_failed_disguise_leaves_nothing(tmp_path, capsys,
+                                                                           monkeypatch):
+    src = tmp_path / "imgs"
+    (src / "sub").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.zeros((12, 12), dtype=np.uint8)).save(src / f"{i}.png")
+    Image.fromarray(np.zeros((10, 12), dtype=np.uint8)).save(src / "sub" / "odd.png")
+    out, key = tmp_path / "out" / "deeper", tmp_path / "k"
+    code = main(["disguise", "--defense", "block-rmt", "--set", "block=4", "--in", str(src),
+                 "--out", str(out), "--key", str(key)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "sub/odd.png" in err and "12×10 pixels" in err and "3 of the 4 images are 12×12" in err
+    assert not (tmp_path / "out").exists() and not key.exists()
+    # a failure after the key was drawn and the output folder made: the disk fills up
+    (src / "sub" / "odd.png").unlink()
+
+    def full(file, **arrays):
+        file.write(b"PK")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full)
+    code = main(["disguise", "--defense", "block-rmt", "--set", "block=4", "--in", str(src),
+                 "--out", str(out), "--key", str(key)])
+    assert code == 1 and "No space left on device" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not key.exists()

@@ -151,6 +151,13 @@ def test_scenario_sizes_shrink_only_when_the_training_set_is_too_small():
     assert runner.scenario_sizes(100, 10, 200) == (10, 80)
 
 
+def test_level_sizes_keep_level_1_targets_when_only_known_pairs_do_not_fit():
+    assert runner.level_sizes(45, 20, 100, "level-1") == (20, 0)
+    assert runner.level_sizes(45, 20, 100, "level-2") == (11, 23)
+    # when everything fits, every level draws the same scenario as before
+    assert runner.level_sizes(3000, 100, 100, "level-1") == (100, 100)
+
+
 def test_small_task_runs_with_fewer_targets_and_says_so(tmp_path, caplog):
     raw = {**TOY_PLAN, "n_targets": 100, "n_known": 100, "defenses": ["pixelate"],
            "attacks": ["template-match"], "levels": ["level-1", "level-2"],
@@ -161,9 +168,12 @@ def test_small_task_runs_with_fewer_targets_and_says_so(tmp_path, caplog):
         recs = [r for r in store.records() if r.attack]
     assert summary.failed == 0 and len(recs) == 4
     assert all(r.status == OK for r in recs)
-    assert {(r.meta["n_targets"], r.meta["n_known"]) for r in recs} == {(15, 30)}
+    # level 1 uses no known pairs, so they never cost it targets
+    sizes = {r.level: (r.meta["n_targets"], r.meta["n_known"]) for r in recs}
+    assert sizes == {"level-1": (30, 0), "level-2": (15, 30)}
     warned = [m for m in caplog.messages if "too few for n_targets=100 and n_known=100" in m]
-    assert len(warned) == 2 and "using n_targets=15 and n_known=30" in warned[0]
+    assert len(warned) == 1  # once per task, not once per cell
+    assert "level-1: n_targets=30, n_known=0; level-2: n_targets=15, n_known=30" in warned[0]
     # the record keys still name the plan's values: a re-run finds them
     with Store(tmp_path / "r.db") as store:
         assert runner.run(plan, store).written == 0
