@@ -665,9 +665,10 @@ class _Progress:
         self._jobs = {job.key: (cell, job) for cell, todo in work for job in todo}
         self._order = [cell for cell, _ in work]
         self._current = self._order[0] if self._order else None
+        first = describe(*self._jobs[work[0][1][0].key]) if work else "done"
         # The ETA averages over every record so far (smoothing 0): records differ a lot in cost,
         # training most, and a moving average would swing with each.
-        self.bar = tqdm(total=len(self._jobs), desc="records", unit="rec", disable=not enabled,
+        self.bar = tqdm(total=len(self._jobs), desc=first, unit="rec", disable=not enabled,
                         smoothing=0, ncols=shutil.get_terminal_size((120, 24)).columns,
                         bar_format="records {n_fmt}/{total_fmt} |{bar:12}| "
                                    "{elapsed}<{remaining} left · {desc}")
