@@ -129,10 +129,20 @@ def _git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
+def _installed(name: str) -> str | None:
+    """A package's version from its metadata (importing torchvision fails beside a torch build it
+    was not made for, and the manifest needs only the version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def manifest() -> dict[str, Any]:
     """What reproducing a record needs: versions, commit, hardware, date."""
     import numpy
-    import torchvision
 
     from benchmark import __version__
 
@@ -142,7 +152,7 @@ def manifest() -> dict[str, Any]:
         "git_commit": _git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _installed("torchvision"),
         "numpy": numpy.__version__,
         "device": "cuda" if cuda else "cpu",
         "gpu": torch.cuda.get_device_name(0) if cuda else None,

@@ -149,12 +149,13 @@ def test_a_failed_record_exits_1_and_says_how_to_see_it(tmp_path, capsys):
         code = main(["run", _plan(tmp_path, defenses=["exploding-defense"]), "--db", str(db)])
         err = capsys.readouterr().err
         assert code == 1
-        assert f"2 record(s) failed: `disguisebench show --failed --db {db}`" in err
+        # Its training failed; the attack on it is refused (a break), not failed.
+        assert f"1 record(s) failed: `disguisebench show --failed --db {db}`" in err
         assert "--retry-failed" in err
         assert main(["show", "--failed", "--db", str(db)]) == 1
         out = capsys.readouterr().out
-        assert "exploding-defense / seed 0 / training: RuntimeError: boom in fit" in out
-        assert "2 failed record(s)" in out
+        assert "exploding-defense / seed 0 / training: DefenseFault:" in out
+        assert "RuntimeError: boom in fit" in out and "1 failed record(s)" in out
 
 
 def test_missing_dataset_or_oversized_splits_stop_before_any_training(tmp_path, capsys):
