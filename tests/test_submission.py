@@ -31,7 +31,7 @@ def test_external_defense_is_installed_checked_submitted_and_shown(tmp_path):
 
     checked = cli(["check", "pixel-shuffle"], env)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "9 passed, 0 failed" in checked.stdout
+    assert "10 passed, 0 failed" in checked.stdout
 
     plan = tmp_path / "submission.yaml"
     plan.write_text(yaml.safe_dump({
