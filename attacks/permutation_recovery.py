@@ -63,7 +63,7 @@ class PermutationRecovery(Attack):
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
         self.validate()
-        lay = layout(view.require(DEFENSE), self.name)
+        lay = layout(view.require(DEFENSE), self.name, view.require(PUBLIC).x)
         matrix = {"auto": lay.matrix, "pixels": "identity", "gram": "orthogonal",
                   "whitened": "projection"}[self.statistics]
         k = lay.block
