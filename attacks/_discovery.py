@@ -36,6 +36,7 @@ _BASE, _DELTA = 0.25, 0.5
 # Largest image (values) whose affine map under noise is fitted by regression rather than probed
 # by impulses (the fit costs values cubed).
 _REGRESSION_MAX = 1024
+_CHUNK = 1024  # impulse images disguised at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,17 +206,24 @@ class _Prober:
 
     def _impulses(self, shape, copy: int, noise_var: float) -> tuple[Tensor, Tensor]:
         """(H*W, Ho*Wo) which output positions each input position reaches (channel 0 changed,
-        output channels pooled) and the (H*W, Co*Ho*Wo) responses."""
+        output channels pooled) and (H*W, 2) the energy of each response and whether any of it
+        is negative; probed in chunks, so large images need little memory."""
         c, h, w = shape
         base = torch.full((1, c, h, w), _BASE)
-        probes = base.repeat(h * w, 1, 1, 1)
-        probes[:, 0].view(h * w, h * w).diagonal().add_(_DELTA)
-        out = self.apply(torch.cat([base, probes]), copy)
-        resp = (out[1:] - out[:1]).flatten(1)
-        co, ho, wo = out.shape[1:]
-        tol = 8 * math.sqrt(2 * noise_var) + 1e-5 * float(out.abs().max()) + 1e-7
-        dep = (resp.abs() > tol).view(h * w, co, ho * wo).any(1)
-        return dep, resp
+        ref = self.apply(base, copy)
+        co, ho, wo = ref.shape[1:]
+        deps, stats = [], []
+        for start in range(0, h * w, _CHUNK):
+            pixels = torch.arange(start, min(start + _CHUNK, h * w))
+            probes = base.repeat(len(pixels), 1, 1, 1)
+            probes[:, 0].view(len(pixels), h * w)[torch.arange(len(pixels)), pixels] += _DELTA
+            # The base rides along in every chunk: a batch-dependent map would show it.
+            out = self.apply(torch.cat([base, probes]), copy)
+            resp = (out[1:] - out[:1]).flatten(1)
+            tol = 8 * math.sqrt(2 * noise_var) + 1e-5 * float(out.abs().max()) + 1e-7
+            deps.append((resp.abs() > tol).view(len(pixels), co, ho * wo).any(1))
+            stats.append(torch.stack([resp.pow(2).sum(1), (resp < -tol).any(1).double()], 1))
+        return torch.cat(deps), torch.cat(stats)
 
     def _from_dependencies(self, in_shape, out_shape, keyed, deterministic, noise_var,
                            linear_error, deps: list[Tensor], resps: list[Tensor]) -> Structure:
@@ -230,7 +238,7 @@ class _Prober:
         one_to_one = bool((counts == 1).all() and (hits <= 1).all())
         unit, unit_out, moves = self._unit(reach, (h, w), (ho, wo))
         found = True  # a unit: at worst the whole image
-        invert = bool(any((r < 0).any() for r in resps)) and one_to_one
+        invert = bool(any(bool(r[:, 1].any()) for r in resps)) and one_to_one
         rotate = False
         if one_to_one:
             rotate = self._moves_inside(reach, (h, w), unit)
@@ -265,9 +273,9 @@ class _Prober:
         weight = torch.linalg.lstsq(a, y).solution[:-1]  # (C*H*W, Co*Ho*Wo)
         resp = weight[: h * w] * _DELTA  # channel 0, as an impulse of _DELTA would respond
         co = y.shape[1] // (h * w) if y.shape[1] % (h * w) == 0 else 1
-        sd = math.sqrt(noise_var / (n * float(x.var())))
-        dep = (resp.abs() > 8 * sd * _DELTA + 1e-7).view(h * w, co, -1).any(1)
-        return dep, resp
+        tol = 8 * math.sqrt(noise_var / (n * float(x.var()))) * _DELTA + 1e-7
+        dep = (resp.abs() > tol).view(h * w, co, -1).any(1)
+        return dep, torch.stack([resp.pow(2).sum(1), (resp < -tol).any(1).double()], 1)
 
     def _unit(self, reach: Tensor, size: tuple[int, int],
               out_size: tuple[int, int]) -> tuple[int, int, bool]:
@@ -316,8 +324,7 @@ class _Prober:
 
     def _norm_preserving(self, reach: Tensor, resps: list[Tensor], noise_var: float) -> bool:
         """Each impulse's response has the impulse's norm (an orthogonal map), noise removed."""
-        r = resps[0]
-        energy = r.pow(2).sum(1) / _DELTA**2
+        energy = resps[0][:, 0] / _DELTA**2
         live = reach[0].any(1)
         if not bool(live.any()):
             return False

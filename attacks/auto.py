@@ -79,8 +79,9 @@ class Auto(Attack):
     decoder trained on public images disguised under ``keys`` own keys, which can learn only
     what is invariant to the key. Confidence is the fraction of targets whose nearest gallery
     image has them as its nearest target (no truth, no key). Reports ``winner`` (index into
-    COMPONENTS), its ``confidence``, ``queries`` and ``pairs`` used, and the confidence of each
-    component run. After AutoAttack: Croce & Hein, "Reliable evaluation of adversarial
+    COMPONENTS), its ``confidence``, ``queries`` and ``pairs`` used, components that ``failed``
+    (each is skipped, the others run), the confidence of each component run and what discovery
+    found (``found_*``). After AutoAttack: Croce & Hein, "Reliable evaluation of adversarial
     robustness with an ensemble of diverse parameter-free attacks", ICML 2020.
 
     Args:
@@ -97,7 +98,7 @@ class Auto(Attack):
     optional = frozenset({UPLOAD, KNOWN_PAIRS, ORACLE})
 
     def __init__(self, queries: int = 1024, stop_at: float = 0.95, keys: int = 32,
-                 steps: int = 200, refine_steps: int = 150, budget_s: float = 60.0) -> None:
+                 steps: int = 500, refine_steps: int = 150, budget_s: float = 60.0) -> None:
         self.queries = queries
         self.stop_at = stop_at
         self.keys = keys
@@ -119,7 +120,7 @@ class Auto(Attack):
         defense: Defense = view.require(DEFENSE)
         public = view.require(PUBLIC)
         found = discover(defense, public.x)
-        self._used = {"queries": 0.0, "pairs": 0.0}
+        self.used_ = {"queries": 0.0, "pairs": 0.0, "failed": 0.0}
         best: tuple[float, int, Tensor] | None = None
         confidences: dict[str, float] = {}
         for name, component in self._plan(view):
@@ -139,7 +140,7 @@ class Auto(Attack):
         if best is None:
             raise PluginError(f"{self.name}: no component applies to defense {defense.name!r}")
         conf, winner, dist = best
-        self.report_ = {"winner": float(winner), "confidence": conf, **self._used,
+        self.report_ = {"winner": float(winner), "confidence": conf, **self.used_,
                         "components": float(len(confidences)),
                         "seconds": time.perf_counter() - start,
                         **{f"confidence_{n.replace('-', '_')}": c
@@ -159,8 +160,11 @@ class Auto(Attack):
             return _LEVEL_1_RESULTS[key][0]
         try:
             dist = component(view, found, seed)
-        except PluginError as err:  # the component's assumptions do not hold for this defense
-            log.info("%s: %s does not apply: %s", self.name, name, err)
+        except (PluginError, RuntimeError, ValueError) as err:
+            # The component's assumptions do not hold for this defense (a shape it cannot cut,
+            # a singular fit): the others still run, and the report counts the failure.
+            log.warning("%s: %s failed: %s", self.name, name, err)
+            self.used_["failed"] += 1.0
             dist = None
         if dist is not None and dist.shape != (len(view.targets), len(view.gallery)):
             raise PluginError(f"{self.name}: {name} gave distances of shape {tuple(dist.shape)}")
@@ -195,7 +199,7 @@ class Auto(Attack):
         rest = max(self.queries - len(levels), 0)
         plain = torch.cat([levels, subsample(view.public.x, rest, 7)[:rest]]).contiguous()
         out = view.oracle(Data(plain))
-        self._used["queries"] += float(len(plain))
+        self.used_["queries"] += float(len(plain))
         return pair_up(Data(plain), out)
 
     def _pairs(self, view: ThreatView, found: Structure) -> tuple[Tensor, Tensor] | None:
@@ -219,7 +223,7 @@ class Auto(Attack):
         model, info = fit_forward(plain, disguised, found, seed=seed)
         if model is None:
             return None
-        self._used["pairs"] = float(len(plain))
+        self.used_["pairs"] = float(len(plain))
         simulated = model.predict(view.gallery).reshape(len(view.gallery), -1)
         return distances(view.targets.x, simulated)
 
@@ -235,7 +239,7 @@ class Auto(Attack):
     def _oracle_gallery(self, view: ThreatView, found: Structure, seed: int) -> Tensor:
         gallery = Data(view.gallery)
         out = view.oracle(gallery)
-        self._used["queries"] += float(len(gallery))
+        self.used_["queries"] += float(len(gallery))
         return _per_gallery(distances(view.targets.x, out.x), out.sources()[:, 0],
                             len(gallery))
 
