@@ -8,7 +8,6 @@ key-free confidence (``mutual_rate``) can compare components working in differen
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import Tensor
@@ -245,5 +244,25 @@ def level_substitution(targets: Tensor, upload: Tensor, public: Tensor) -> Tenso
     return table[codes].view(targets.shape).float()
 
 
-def finite(x: float) -> float:
-    return x if math.isfinite(x) else 0.0
+def mode_silhouette(x: Tensor, reference: Tensor) -> Tensor:
+    """(N, P) which values of ``x`` equal the most frequent value at their position in
+    ``reference`` (the background, for digits): any keyed value map per position, however
+    irregular, sends the background to one value per position, so the mark keeps the shape."""
+    ref = reference.flatten(1).double()
+    mode = ref.mode(0).values
+    scale = ref.abs().max().clamp_min(1e-12)
+    return ((x.flatten(1).double() - mode).abs() <= 1e-6 * scale).double()
+
+
+def pair_geometry(targets: Tensor, gallery: Tensor, plain: Tensor, disguised: Tensor) -> Tensor:
+    """(targets, gallery) distances between each image's distances to the known pairs: a target's
+    distances to the disguised known images equal its original's to their plaintext under any
+    isometry (permutations of positions, orthogonal maps, offsets), whatever the key."""
+    dt = distances(targets, disguised)
+    dg = distances(gallery, plain)
+    # Compare shapes, not scales: a map that scales distances keeps their pattern.
+    dt = (dt - dt.mean(1, keepdim=True)) / dt.std(1, keepdim=True).clamp_min(1e-12)
+    dg = (dg - dg.mean(1, keepdim=True)) / dg.std(1, keepdim=True).clamp_min(1e-12)
+    return torch.cdist(dt, dg)
+
+

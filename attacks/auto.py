@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from attacks._common import _fingerprint, own_key, pair_up, seeded, sub_seed, subsample
 from attacks._discovery import Structure, discover
-from attacks._ensemble import (distances, fit_forward, level_substitution, mutual_rate,
-                               quantile_inverse)
+from attacks._ensemble import (distances, fit_forward, level_substitution, mode_silhouette,
+                               mutual_rate, pair_geometry, quantile_inverse)
 from attacks.template_match import FEATURES
 from attacks.template_match import features as template_features
 from benchmark.api import (DEFENSE, GALLERY, KNOWN_PAIRS, ORACLE, PUBLIC, REIDENTIFY, TARGETS,
@@ -27,7 +27,8 @@ log = logging.getLogger("disguisebench")
 
 # Every component, in the order ``report_["winner"]`` numbers them.
 COMPONENTS = ("pairs-forward", "block-regression", "oracle-gallery", "template", "quantile",
-              "level-table", "unit-permutation", "moment-inversion", "jigsaw", "inversion-net")
+              "level-table", "unit-permutation", "moment-inversion", "jigsaw", "inversion-net",
+              "pair-geometry", "silhouette")
 _LEVEL_1_RESULTS: collections.OrderedDict[str, list] = collections.OrderedDict()
 
 
@@ -71,9 +72,11 @@ class Auto(Attack):
     constant image, then public images) fitted in the discovered class, and the gallery
     disguised through the oracle. Level 2 (known pairs): forward maps (a global value table, a
     value table per position reading the input position that explains it, an affine map)
-    chosen on held-out pairs, and per-block least squares. Level 1 (ciphertext only): template
+    chosen on held-out pairs, the pattern of distances to the known pairs (kept by any
+    isometry), and per-block least squares. Level 1 (ciphertext only): template
     matching against the gallery disguised under an own key (pixels, and features invariant to
-    the discovered moves); quantile matching of the upload against public data per position;
+    the discovered moves); the silhouette of values equal to their position's most frequent
+    value (any value map per position keeps it); quantile matching of the upload against public data per position;
     frequency analysis of grey levels; recovery of a shared permutation of the discovered unit
     from position statistics; moment inversion of block-linear maps; jigsaw solving; and a
     decoder trained on public images disguised under ``keys`` own keys, which can learn only
@@ -152,7 +155,8 @@ class Auto(Attack):
     def _attempt(self, name: str, component: Callable, view: ThreatView, found: Structure,
                  seed: int) -> Tensor | None:
         """One component's (targets, gallery) distances, or None where it does not apply."""
-        level1 = name not in ("pairs-forward", "block-regression", "oracle-gallery")
+        level1 = name not in ("pairs-forward", "pair-geometry", "block-regression",
+                              "oracle-gallery")
         key = _fingerprint(name, json.dumps(view.defense.spec(), sort_keys=True, default=str),
                            view.targets.x, view.gallery, seed, repr(self.get_params())) \
             if level1 else None
@@ -178,10 +182,12 @@ class Auto(Attack):
         steps: list[tuple[str, Callable]] = []
         if view.known_pairs is not None or view.oracle is not None:
             steps += [("pairs-forward", self._pairs_forward),
+                      ("pair-geometry", self._pair_geometry),
                       ("block-regression", self._block_regression)]
         if view.oracle is not None:
             steps.append(("oracle-gallery", self._oracle_gallery))
-        steps += [("template", self._template), ("quantile", self._quantile),
+        steps += [("template", self._template), ("silhouette", self._silhouette),
+                  ("quantile", self._quantile),
                   ("level-table", self._level_table), ("unit-permutation", self._unit_permutation),
                   ("moment-inversion", self._moment_inversion), ("jigsaw", self._jigsaw),
                   ("inversion-net", self._inversion_net)]
@@ -227,6 +233,14 @@ class Auto(Attack):
         simulated = model.predict(view.gallery).reshape(len(view.gallery), -1)
         return distances(view.targets.x, simulated)
 
+    def _pair_geometry(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
+        if view.known_pairs is None:
+            return None
+        plain, disguised = pair_up(*view.known_pairs)
+        if disguised.shape[1:] != view.targets.x.shape[1:]:
+            return None
+        return pair_geometry(view.targets.x, view.gallery, plain, disguised)
+
     def _block_regression(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if view.known_pairs is None or not (found.linear or found.noise_var > 0):
             return None
@@ -265,6 +279,12 @@ class Auto(Attack):
 
     def _upload(self, view: ThreatView) -> Tensor:
         return (view.upload if view.upload is not None else view.targets).x
+
+    def _silhouette(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
+        if found.out_shape != found.in_shape or not found.shared:
+            return None
+        return distances(mode_silhouette(view.targets.x, self._upload(view)),
+                         mode_silhouette(view.gallery, view.public.x))
 
     def _quantile(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if found.out_shape != found.in_shape or not found.shared:

@@ -121,6 +121,50 @@ class ByteXor(Defense):
         return Data(((lv ^ self.pad_).float() / 255).reshape(data.x.shape), data.y)
 
 
+class PositionOffset(Defense):
+    """Every pixel's grey level plus a secret level of its position, modulo 256 (a Vigenère
+    cipher on pixel values). Classical break: frequency analysis per position, level 1."""
+
+    name = "canary-position-offset"
+
+    def _fit(self, data, rng, public):
+        self.offset_ = torch.randint(0, 256, (data.x[0].numel(),), generator=rng)
+
+    def _transform(self, data, *, epoch):
+        lv = _levels(data.x.flatten(1))
+        return Data(((lv + self.offset_) % 256).float().div(255).reshape(data.x.shape), data.y)
+
+
+class PermutedXor(Defense):
+    """A secret pixel permutation, then a secret byte XOR per position. Classical break: known
+    pairs locate each output's source and read the pad, level 2."""
+
+    name = "canary-permuted-xor"
+
+    def _fit(self, data, rng, public):
+        n = data.x[0].numel()
+        self.perm_ = torch.randperm(n, generator=rng)
+        self.pad_ = torch.randint(0, 256, (n,), generator=rng)
+
+    def _transform(self, data, *, epoch):
+        lv = _levels(data.x.flatten(1))[:, self.perm_]
+        return Data(((lv ^ self.pad_).float() / 255).reshape(data.x.shape), data.y)
+
+
+class GlobalRotation(Defense):
+    """One secret orthogonal matrix applied to the whole image (a Hill cipher over the reals).
+    Classical break: chosen plaintext, the responses to impulses are the matrix, level 3."""
+
+    name = "canary-global-rotation"
+
+    def _fit(self, data, rng, public):
+        n = data.x[0].numel()
+        self.matrix_ = torch.linalg.qr(torch.randn(n, n, generator=rng))[0]
+
+    def _transform(self, data, *, epoch):
+        return Data((data.x.flatten(1) @ self.matrix_).reshape(data.x.shape), data.y)
+
+
 class Composed(Defense):
     """Two registered defenses applied one after the other under keys drawn from one seed.
 
@@ -196,6 +240,9 @@ CANARIES = {
     "row-shift": (RowShift, {}, "level-1"),
     "signed-affine": (SignedAffine, {}, "level-1"),
     "byte-xor": (ByteXor, {}, "level-2"),
+    "position-offset": (PositionOffset, {}, "level-1"),
+    "permuted-xor": (PermutedXor, {}, "level-2"),
+    "global-rotation": (GlobalRotation, {}, "level-3"),
     "composed": (Composed, COMPOSED, "level-2"),
 }
 CONTROLS = {"fresh-noise": (FreshNoise, {}), "instahide": (None, {})}
