@@ -254,6 +254,34 @@ def mode_silhouette(x: Tensor, reference: Tensor) -> Tensor:
     return ((x.flatten(1).double() - mode).abs() <= 1e-6 * scale).double()
 
 
+def position_permutation(dis: Tensor, pub: Tensor, *, steps: int, profile: int = 32) -> Tensor:
+    """(P,) the plaintext position each disguised position holds, for one permutation of
+    single positions shared by every image, from statistics alone.
+
+    A position is described by its mean, its spread and its sorted correlations with all other
+    positions (its ``profile`` strongest), which a permutation leaves unchanged: a pixel in the
+    middle of a digit co-varies strongly with many, one at the border with few. The Hungarian
+    algorithm assigns positions on that description; pairwise swaps then match the whole
+    correlation matrix (attacks._blockstats.swap_refine)."""
+    from scipy.optimize import linear_sum_assignment
+
+    from attacks._blockstats import correlation, swap_refine
+
+    dis, pub = dis.flatten(1).double(), pub.flatten(1).double()
+    cd = torch.nan_to_num(correlation(dis))
+    cp = torch.nan_to_num(correlation(pub))
+
+    def describe(x: Tensor, c: Tensor) -> Tensor:
+        top = c.sort(1, descending=True).values[:, 1: profile + 1]
+        return torch.cat([x.mean(0)[:, None], x.std(0)[:, None], top], 1)
+
+    unary = torch.cdist(describe(dis, cd), describe(pub, cp)).pow(2)
+    unary = unary / unary.mean().clamp_min(1e-12)
+    _, cols = linear_sum_assignment(unary.numpy())
+    src, _ = swap_refine(torch.as_tensor(cols, dtype=torch.long), unary, cd, cp, steps=steps)
+    return src
+
+
 def pair_geometry(targets: Tensor, gallery: Tensor, plain: Tensor, disguised: Tensor) -> Tensor:
     """(targets, gallery) distances between each image's distances to the known pairs: a target's
     distances to the disguised known images equal its original's to their plaintext under any

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from attacks._common import _fingerprint, own_key, pair_up, seeded, sub_seed, subsample
 from attacks._discovery import Structure, discover
 from attacks._ensemble import (distances, fit_forward, level_substitution, mode_silhouette,
-                               mutual_rate, pair_geometry, quantile_inverse)
+                               mutual_rate, pair_geometry, position_permutation,
+                               quantile_inverse)
 from attacks.template_match import FEATURES
 from attacks.template_match import features as template_features
 from benchmark.api import (DEFENSE, GALLERY, KNOWN_PAIRS, ORACLE, PUBLIC, REIDENTIFY, TARGETS,
@@ -101,7 +102,7 @@ class Auto(Attack):
     optional = frozenset({UPLOAD, KNOWN_PAIRS, ORACLE})
 
     def __init__(self, queries: int = 1024, stop_at: float = 0.95, keys: int = 32,
-                 steps: int = 500, refine_steps: int = 150, budget_s: float = 60.0) -> None:
+                 steps: int = 500, refine_steps: int = 100, budget_s: float = 60.0) -> None:
         self.queries = queries
         self.stop_at = stop_at
         self.keys = keys
@@ -301,9 +302,33 @@ class Auto(Attack):
     def _unit_permutation(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if found.scope == "none" or not found.found:
             return None
+        if found.unit == 1 and found.in_shape == found.out_shape and found.scope == "dataset":
+            return self._position_permutation(view, seed)
         from attacks.permutation_recovery import PermutationRecovery
 
         return PermutationRecovery(refine_steps=self.refine_steps).distances(view, seed=seed)
+
+    def _position_permutation(self, view: ThreatView, seed: int) -> Tensor:
+        """Single positions permuted by one key: the permutation from position statistics of
+        the values themselves, or of the silhouettes (when values are also mapped), the better
+        by confidence."""
+        upload = subsample(self._upload(view), 3000, seed)
+        public, targets, gallery = view.public.x, view.targets.x, view.gallery
+        views = [(upload, public, targets, gallery),
+                 tuple(mode_silhouette(x, ref) for x, ref in
+                       ((upload, upload), (public, public), (targets, upload),
+                        (gallery, public)))]
+        best, best_conf = None, -1.0
+        for up, pub, tar, gal in views:
+            src = position_permutation(up, pub, steps=self.refine_steps)
+            tar = tar.flatten(1).double()
+            placed = torch.empty_like(tar)
+            placed[:, src] = tar
+            dist = distances(placed, gal)
+            conf = mutual_rate(dist)
+            if conf > best_conf:
+                best, best_conf = dist, conf
+        return best
 
     def _moment_inversion(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if found.matrix not in ("orthogonal", "projection") or not found.found:
