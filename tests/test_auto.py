@@ -291,7 +291,7 @@ def test_the_ensemble_breaks_each_canary_where_classical_cryptanalysis_does(name
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("level", list(LEVELS))
 def test_fresh_noise_stays_at_chance_at_every_level(level, n):
-    m = ensemble_on("fresh-noise", level, n, {"steps": 50})
+    m = ensemble_on("fresh-noise", level, n)
     assert m["advantage"] <= 0.1, m
     assert m["attack.failed"] == 0
 
@@ -300,10 +300,17 @@ def test_fresh_noise_stays_at_chance_at_every_level(level, n):
 @pytest.mark.parametrize("level", ["level-1", "level-2"])
 def test_instahide_is_not_broken_below_what_the_literature_reports(level, n):
     # The published break (Carlini et al., "Is Private Learning Possible with Instance
-    # Encoding?", 2021) is a dedicated level-1 attack clustering every encoding
-    # (instahide-carlini); a generic ensemble must not claim more than a break.
-    m = ensemble_on("instahide", level, n, {"steps": 50})
-    assert m["advantage"] < 0.5, m
+    # Encoding?", 2021) is a dedicated level-1 attack clustering every encoding of the upload
+    # (instahide-carlini). A generic ensemble that claimed more would be finding something
+    # that is not there.
+    task, splits, d, sc = mnist_cell("instahide", n)
+    carlini = registry.create("attack", "instahide-carlini", {})
+    view = runner.build_view("level-1", carlini.needs | (carlini.optional & LEVELS["level-1"]),
+                             carlini, task, splits, d, None, sc)
+    literature = scoring.score(carlini.goal, carlini.run(view, seed=5),
+                               runner._truth(sc, carlini.label_of))["advantage"]
+    m = ensemble_on("instahide", level, n)
+    assert m["advantage"] <= literature + 0.05, (m, literature)
 
 
 def test_renaming_the_block_hyperparameter_changes_nothing():
