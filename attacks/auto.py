@@ -257,18 +257,24 @@ class Auto(Attack):
         recon = KnownPairRegression().run(dataclasses.replace(view, oracle=None), seed=seed)
         return distances(recon, view.gallery)
 
-    def _oracle_gallery(self, view: ThreatView, found: Structure, seed: int) -> Tensor:
+    def _oracle_gallery(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         gallery = Data(view.gallery)
         out = view.oracle(gallery)
         self.used_["queries"] += float(len(gallery))
-        return _per_gallery(distances(view.targets.x, out.x), out.sources()[:, 0],
-                            len(gallery))
+        return self._match(view, found, out)
 
     # Level 1: the ciphertext, public data and the algorithm.
 
-    def _template(self, view: ThreatView, found: Structure, seed: int) -> Tensor:
+    def _template(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         gallery = Data(view.gallery)
-        out = own_key(view.defense, gallery, seed=seed).transform(gallery)
+        return self._match(view, found, own_key(view.defense, gallery, seed=seed)
+                           .transform(gallery))
+
+    @staticmethod
+    def _match(view: ThreatView, found: Structure, out: Data) -> Tensor | None:
+        """Targets against a disguise of the gallery, on whichever template-match feature
+        (pixels, or one that per-image moves leave unchanged) is the most confident."""
+        gallery = view.gallery
         side = min(found.in_shape[1:])
         block = found.unit_out if found.found and found.unit < side else None
         owner = out.sources()[:, 0]
