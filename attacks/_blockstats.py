@@ -6,8 +6,8 @@ positions under a secret permutation. Its keys are the same for every image, so 
 of the disguised set at one position are those of the plaintext at another position, seen
 through that position's matrix. This module takes the block layout from the structure found
 by probing the defense (attacks._discovery), computes per-block features that the secret
-matrix leaves unchanged, and matches disguised block positions to plaintext positions (permutation-recovery,
-rmt-moment-attack, jigsaw).
+matrix leaves unchanged, and matches disguised block positions to plaintext positions
+(permutation-recovery, rmt-moment-attack, jigsaw).
 """
 
 from __future__ import annotations

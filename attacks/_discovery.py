@@ -252,7 +252,8 @@ class _Prober:
         radius = -1
         if same_grid and not moves:
             rr, cc = torch.arange(h * w) // w, torch.arange(h * w) % w
-            far = torch.maximum((rr[:, None] - rr[None, :]).abs(), (cc[:, None] - cc[None, :]).abs())
+            far = torch.maximum((rr[:, None] - rr[None, :]).abs(),
+                                (cc[:, None] - cc[None, :]).abs())
             radius = int((far * reach.any(0)).max())
         global_table = pointwise and self._global_table(in_shape)
         mean, stage = self._noise_mean(in_shape, noise_var, linear_error)

@@ -71,22 +71,23 @@ class Auto(Attack):
     keyless clone is probed under the attacker's own keys (attacks._discovery); then, under a
     fixed budget, the components the level allows run in order, strongest knowledge first, and
     the first whose confidence reaches ``stop_at`` ends the run; the costly ciphertext-only
-    components run at level 1 only (privacy at a level is never above that at a lower one). Level 3 (chosen plaintext):
-    system identification from at most ``queries`` oracle queries (every grey level as a
-    constant image, then public images) fitted in the discovered class, and the gallery
-    disguised through the oracle. Level 2 (known pairs): forward maps (a global value table, a
-    value table per position reading the input position that explains it, an affine map)
-    chosen on held-out pairs, the pattern of distances to the known pairs (kept by any
-    isometry), and per-block least squares. Level 1 (ciphertext only): template
-    matching against the gallery disguised under an own key (pixels, and features invariant to
-    the discovered moves); the silhouette of values equal to their position's most frequent
-    value (any value map per position keeps it); quantile matching of the upload against public data per position;
-    frequency analysis of grey levels; recovery of a shared permutation of the discovered unit
-    from position statistics; moment inversion of block-linear maps; jigsaw solving; and a
-    decoder trained on public images disguised under ``keys`` own keys, which can learn only
-    what is invariant to the key. Confidence is the fraction of targets whose nearest gallery
-    image has them as its nearest target (no truth, no key). Reports ``winner`` (index into
-    COMPONENTS), its ``confidence``, ``queries`` and ``pairs`` used, components that ``failed``
+    components run at level 1 only (privacy at a level is never above that at a lower one).
+    Level 3 (chosen plaintext): system identification from at most ``queries`` oracle queries
+    (every grey level as a constant image, then public images) fitted in the discovered class,
+    and the gallery disguised through the oracle. Level 2 (known pairs): forward maps (a global
+    value table, a value table per position reading the input position that explains it, an
+    affine map) chosen on held-out pairs, the pattern of distances to the known pairs (kept by
+    any isometry), and per-block least squares. Level 1 (ciphertext only): template matching
+    against the gallery disguised under an own key (pixels, and features invariant to the
+    discovered moves); the silhouette of values equal to their position's most frequent value
+    (any value map per position keeps it); quantile matching of the upload against public data
+    per position; frequency analysis of grey levels; recovery of a shared permutation of the
+    discovered unit from position statistics; moment inversion of block-linear maps; jigsaw
+    solving; and a decoder trained on public images disguised under ``keys`` own keys, which can
+    learn only what is invariant to the key. Confidence is the fraction of targets whose nearest
+    gallery image has them as its nearest target (no truth, no key). Reports ``winner`` (index
+    into COMPONENTS), its ``confidence``, ``queries`` and ``pairs`` used, ``held_out`` (the
+    chosen forward model's re-identification of held-out pairs), components that ``failed``
     (each is skipped, the others run), the confidence of each component run and what discovery
     found (``found_*``). After AutoAttack: Croce & Hein, "Reliable evaluation of adversarial
     robustness with an ensemble of diverse parameter-free attacks", ICML 2020.
@@ -237,6 +238,7 @@ class Auto(Attack):
         if model is None:
             return None
         self.used_["pairs"] = float(len(plain))
+        self.used_["held_out"] = info["held_out"]
         simulated = model.predict(view.gallery).reshape(len(view.gallery), -1)
         return distances(view.targets.x, simulated)
 

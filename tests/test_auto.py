@@ -278,7 +278,8 @@ def ensemble_on(name: str, level: str, n: int | None = REDUCED,
     return {**metrics, **runner.attack_report(attack)}
 
 
-SIZES = [pytest.param(REDUCED, id="reduced"), pytest.param(None, id="mnist", marks=pytest.mark.slow)]
+SIZES = [pytest.param(REDUCED, id="reduced"),
+         pytest.param(None, id="mnist", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -326,8 +327,8 @@ def test_renaming_the_block_hyperparameter_changes_nothing():
             sc = runner.build_scenario(splits, d.transform(splits.train), n_targets=30,
                                        n_known=30, seed=3)
             attack = registry.create("attack", "permutation-recovery", {})
-            view = runner.build_view("level-1", attack.needs | (attack.optional & LEVELS["level-1"]),
-                                     attack, task, splits, d, None, sc)
+            granted = attack.needs | (attack.optional & LEVELS["level-1"])
+            view = runner.build_view("level-1", granted, attack, task, splits, d, None, sc)
             results.append(attack.run(view, seed=5))
     assert torch.equal(results[0], results[1])
 
