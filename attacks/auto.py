@@ -353,7 +353,7 @@ class Auto(Attack):
                          view.gallery)
 
     def _jigsaw(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
-        if found.scope != "image" or found.matrix != "identity":
+        if found.scope == "none" or found.matrix != "identity" or found.unit < 2:
             return None
         from attacks.jigsaw import Jigsaw
 
