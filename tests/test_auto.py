@@ -314,7 +314,10 @@ def test_instahide_is_not_broken_below_what_the_literature_reports(level, n):
     assert m["advantage"] <= literature + 0.05, (m, literature)
 
 
-def test_renaming_the_block_hyperparameter_changes_nothing():
+@pytest.mark.parametrize("attack,level", [
+    ("permutation-recovery", "level-1"), ("rmt-moment-attack", "level-1"),
+    ("known-pair-regression", "level-2"), ("template-match", "level-1"), ("jigsaw", "level-1")])
+def test_renaming_the_block_hyperparameter_changes_nothing(attack, level):
     task = registry.create("task", "mnist", {"n_train": 300, "n_test": 10, "n_public": 300})
     splits = task.load(seed=0)
     results = []
@@ -326,11 +329,19 @@ def test_renaming_the_block_hyperparameter_changes_nothing():
             assert (found.unit, found.scope, found.matrix) == (4, "dataset", "orthogonal")
             sc = runner.build_scenario(splits, d.transform(splits.train), n_targets=30,
                                        n_known=30, seed=3)
-            attack = registry.create("attack", "permutation-recovery", {})
-            granted = attack.needs | (attack.optional & LEVELS["level-1"])
-            view = runner.build_view("level-1", granted, attack, task, splits, d, None, sc)
-            results.append(attack.run(view, seed=5))
+            a = registry.create("attack", attack, {})
+            granted = a.needs | (a.optional & LEVELS[level])
+            view = runner.build_view(level, granted, a, task, splits, d, None, sc)
+            results.append(a.run(view, seed=5))
     assert torch.equal(results[0], results[1])
+
+
+def test_system_identification_stays_within_its_query_budget():
+    from attacks.auto import COMPONENTS
+
+    m = ensemble_on("permuted-xor", "level-3", params={"queries": 512})
+    assert COMPONENTS[int(m["attack.winner"])] == "pairs-forward" and m["advantage"] >= 0.9
+    assert m["attack.queries"] == 512 and m["attack.pairs"] == 512 + 100
 
 
 def test_discovery_reads_structure_without_hyperparameter_names():
