@@ -282,6 +282,30 @@ def position_permutation(dis: Tensor, pub: Tensor, *, steps: int, profile: int =
     return src
 
 
+def isometry_matches(targets: Tensor, gallery: Tensor, *, tol: float = 1e-5) -> Tensor:
+    """(targets, gallery) minus how many of a target's distances to the other targets recur,
+    to within ``tol`` relative, among a gallery image's distances to the other gallery images.
+
+    A map that keeps distances (a permutation of positions, an orthogonal map, an offset) keeps
+    every distance between two targets equal to the distance between their originals, which
+    are in the gallery; distances are real numbers, so chance coincidences are rare. Needs no
+    key and no pairs."""
+    dt = distances(targets, targets)
+    dg = distances(gallery, gallery)
+    n, g = len(dt), len(dg)
+    off_t = ~torch.eye(n, dtype=torch.bool)
+    off_g = ~torch.eye(g, dtype=torch.bool)
+    v = dt[off_t].view(n, n - 1)  # each target's distances to the others
+    w = dg[off_g].view(g, g - 1).sort(1).values.contiguous()  # sorted, per gallery image
+    scale = float(dg.median()) * tol + 1e-12
+    queries = v.flatten()[None].expand(g, -1).contiguous()  # (G, n*(n-1))
+    pos = torch.searchsorted(w, queries).clamp(1, g - 2)
+    near = torch.minimum((w.gather(1, pos) - queries).abs(),
+                         (w.gather(1, pos - 1) - queries).abs())
+    hits = (near <= scale).view(g, n, n - 1).sum(2).T  # (n, G)
+    return -hits.double()
+
+
 def pair_geometry(targets: Tensor, gallery: Tensor, plain: Tensor, disguised: Tensor) -> Tensor:
     """(targets, gallery) distances between each image's distances to the known pairs: a target's
     distances to the disguised known images equal its original's to their plaintext under any

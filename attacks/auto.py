@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from attacks._common import _fingerprint, own_key, pair_up, seeded, sub_seed, subsample
 from attacks._discovery import Structure, discover
-from attacks._ensemble import (distances, fit_forward, level_substitution, mode_silhouette,
-                               mutual_rate, pair_geometry, position_permutation,
-                               quantile_inverse)
+from attacks._ensemble import (distances, fit_forward, isometry_matches, level_substitution,
+                               mode_silhouette, mutual_rate, pair_geometry,
+                               position_permutation, quantile_inverse)
 from attacks.template_match import FEATURES
 from attacks.template_match import features as template_features
 from benchmark.api import (DEFENSE, GALLERY, KNOWN_PAIRS, ORACLE, PUBLIC, REIDENTIFY, TARGETS,
@@ -29,7 +29,7 @@ log = logging.getLogger("disguisebench")
 # Every component, in the order ``report_["winner"]`` numbers them.
 COMPONENTS = ("pairs-forward", "block-regression", "oracle-gallery", "template", "quantile",
               "level-table", "unit-permutation", "moment-inversion", "jigsaw", "inversion-net",
-              "pair-geometry", "silhouette")
+              "pair-geometry", "silhouette", "isometry")
 _LEVEL_1_RESULTS: collections.OrderedDict[str, list] = collections.OrderedDict()
 
 
@@ -79,7 +79,8 @@ class Auto(Attack):
     affine map) chosen on held-out pairs, the pattern of distances to the known pairs (kept by
     any isometry), and per-block least squares. Level 1 (ciphertext only): template matching
     against the gallery disguised under an own key (pixels, and features invariant to the
-    discovered moves); the silhouette of values equal to their position's most frequent value
+    discovered moves); exact recurrences of the distances between targets among the
+    distances between gallery images (kept by any isometry); the silhouette of values equal to their position's most frequent value
     (any value map per position keeps it); quantile matching of the upload against public data
     per position; frequency analysis of grey levels; recovery of a shared permutation of the
     discovered unit from position statistics; moment inversion of block-linear maps; jigsaw
@@ -191,7 +192,8 @@ class Auto(Attack):
                       ("block-regression", self._block_regression)]
         if view.oracle is not None:
             steps.append(("oracle-gallery", self._oracle_gallery))
-        steps += [("template", self._template), ("silhouette", self._silhouette),
+        steps += [("template", self._template), ("isometry", self._isometry),
+                  ("silhouette", self._silhouette),
                   ("quantile", self._quantile), ("level-table", self._level_table)]
         # The costly ciphertext-only components run at level 1 alone: privacy at a level is
         # never above the privacy at a lower one, so their record there counts for every level.
@@ -294,6 +296,11 @@ class Auto(Attack):
 
     def _upload(self, view: ThreatView) -> Tensor:
         return (view.upload if view.upload is not None else view.targets).x
+
+    def _isometry(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
+        if len(view.targets) < 3 or len(view.gallery) < 3:
+            return None
+        return isometry_matches(view.targets.x, view.gallery)
 
     def _silhouette(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if found.out_shape != found.in_shape or not found.shared:

@@ -153,7 +153,8 @@ class PermutedXor(Defense):
 
 class GlobalRotation(Defense):
     """One secret orthogonal matrix applied to the whole image (a Hill cipher over the reals).
-    Classical break: chosen plaintext, the responses to impulses are the matrix, level 3."""
+    Classical break: chosen plaintext, the responses to impulses are the matrix, level 3 (the
+    distances it keeps betray it even at level 1)."""
 
     name = "canary-global-rotation"
 
