@@ -8,6 +8,7 @@ key-free confidence (``mutual_rate``) can compare components working in differen
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -254,7 +255,9 @@ def mode_silhouette(x: Tensor, reference: Tensor) -> Tensor:
     return ((x.flatten(1).double() - mode).abs() <= 1e-6 * scale).double()
 
 
-def position_permutation(dis: Tensor, pub: Tensor, *, steps: int, profile: int = 32) -> Tensor:
+def position_permutation(dis: Tensor, pub: Tensor, *, steps: int, profile: int = 32,
+                         good_enough: Callable[[Tensor], bool] | None = None,
+                         every: int = 20) -> Tensor:
     """(P,) the plaintext position each disguised position holds, for one permutation of
     single positions shared by every image, from statistics alone.
 
@@ -262,7 +265,8 @@ def position_permutation(dis: Tensor, pub: Tensor, *, steps: int, profile: int =
     positions (its ``profile`` strongest), which a permutation leaves unchanged: a pixel in the
     middle of a digit co-varies strongly with many, one at the border with few. The Hungarian
     algorithm assigns positions on that description; pairwise swaps then match the whole
-    correlation matrix (attacks._blockstats.swap_refine)."""
+    correlation matrix (attacks._blockstats.swap_refine), ``every`` at a time until
+    ``good_enough(src)`` holds or ``steps`` are spent."""
     from scipy.optimize import linear_sum_assignment
 
     from attacks._blockstats import correlation, swap_refine
@@ -278,8 +282,32 @@ def position_permutation(dis: Tensor, pub: Tensor, *, steps: int, profile: int =
     unary = torch.cdist(describe(dis, cd), describe(pub, cp)).pow(2)
     unary = unary / unary.mean().clamp_min(1e-12)
     _, cols = linear_sum_assignment(unary.numpy())
-    src, _ = swap_refine(torch.as_tensor(cols, dtype=torch.long), unary, cd, cp, steps=steps)
+    src = torch.as_tensor(cols, dtype=torch.long)
+    done = 0
+    while done < steps and not (good_enough is not None and good_enough(src)):
+        src, taken = swap_refine(src, unary, cd, cp, steps=min(every, steps - done))
+        done += every
+        if taken < min(every, steps - done + every):  # no swap improves any more
+            break
     return src
+
+
+def nibbles(x: Tensor) -> Tensor:
+    """(N, 2P) the upper then the lower 4 bits of every 8-bit value, as numbers 0-15."""
+    lv = _levels(x.flatten(1))
+    return torch.cat([lv >> 4, lv & 15], 1).double()
+
+
+def from_nibbles(v: Tensor) -> Tensor:
+    """Inverse of ``nibbles``: (N, 2P) -> (N, P) values in [0, 1]."""
+    half = v.shape[1] // 2
+    return (v[:, :half] * 16 + v[:, half:]) / (LEVELS - 1)
+
+
+def is_8bit(x: Tensor) -> bool:
+    """Whether every value of ``x`` is a multiple of 1/255 in [0, 1]."""
+    scaled = x.double() * (LEVELS - 1)
+    return bool(((scaled - scaled.round()).abs() < 1e-3).all() and (x >= 0).all() and (x <= 1).all())
 
 
 def isometry_matches(targets: Tensor, gallery: Tensor, *, tol: float = 1e-5) -> Tensor:

@@ -15,9 +15,9 @@ from torch import Tensor, nn
 
 from attacks._common import _fingerprint, own_key, pair_up, seeded, sub_seed, subsample
 from attacks._discovery import Structure, discover
-from attacks._ensemble import (distances, fit_forward, isometry_matches, level_substitution,
-                               mode_silhouette, mutual_rate, pair_geometry,
-                               position_permutation, quantile_inverse)
+from attacks._ensemble import (distances, fit_forward, from_nibbles, is_8bit, isometry_matches,
+                               level_substitution, mode_silhouette, mutual_rate, nibbles,
+                               pair_geometry, position_permutation, quantile_inverse)
 from attacks.template_match import FEATURES
 from attacks.template_match import features as template_features
 from benchmark.api import (DEFENSE, GALLERY, KNOWN_PAIRS, ORACLE, PUBLIC, REIDENTIFY, TARGETS,
@@ -29,7 +29,7 @@ log = logging.getLogger("disguisebench")
 # Every component, in the order ``report_["winner"]`` numbers them.
 COMPONENTS = ("pairs-forward", "block-regression", "oracle-gallery", "template", "quantile",
               "level-table", "unit-permutation", "moment-inversion", "jigsaw", "inversion-net",
-              "pair-geometry", "silhouette", "isometry")
+              "pair-geometry", "silhouette", "isometry", "plane-permutation")
 _LEVEL_1_RESULTS: collections.OrderedDict[str, list] = collections.OrderedDict()
 
 
@@ -83,7 +83,7 @@ class Auto(Attack):
     distances between gallery images (kept by any isometry); the silhouette of values equal to their position's most frequent value
     (any value map per position keeps it); quantile matching of the upload against public data
     per position; frequency analysis of grey levels; recovery of a shared permutation of the
-    discovered unit from position statistics; moment inversion of block-linear maps; jigsaw
+    discovered unit, or of 4-bit halves of 8-bit values, from position statistics; moment inversion of block-linear maps; jigsaw
     solving; and a decoder trained on public images disguised under ``keys`` own keys, which can
     learn only what is invariant to the key. Confidence is the fraction of targets whose nearest
     gallery image has them as its nearest target (no truth, no key). Reports ``winner`` (index
@@ -199,6 +199,7 @@ class Auto(Attack):
         # never above the privacy at a lower one, so their record there counts for every level.
         if view.known_pairs is None and view.oracle is None:
             steps += [("unit-permutation", self._unit_permutation),
+                      ("plane-permutation", self._plane_permutation),
                       ("moment-inversion", self._moment_inversion), ("jigsaw", self._jigsaw),
                       ("inversion-net", self._inversion_net)]
         return steps
@@ -341,15 +342,42 @@ class Auto(Attack):
                         (gallery, public)))]
         best, best_conf = None, -1.0
         for up, pub, tar, gal in views:
-            src = position_permutation(up, pub, steps=self.refine_steps)
-            tar = tar.flatten(1).double()
-            placed = torch.empty_like(tar)
-            placed[:, src] = tar
-            dist = distances(placed, gal)
+            dist = self._unpermute(up, pub, tar.flatten(1).double(), lambda t: distances(t, gal))
             conf = mutual_rate(dist)
             if conf > best_conf:
                 best, best_conf = dist, conf
         return best
+
+    def _unpermute(self, up: Tensor, pub: Tensor, tar: Tensor,
+                   score: Callable[[Tensor], Tensor]) -> Tensor:
+        """Targets' distances to the gallery once a permutation of their values' positions,
+        recovered from statistics of the upload and public data, is undone; the swaps stop
+        as soon as the confidence reaches ``stop_at``."""
+        def place(src: Tensor) -> Tensor:
+            out = torch.empty_like(tar)
+            out[:, src] = tar
+            return out
+
+        src = position_permutation(up, pub, steps=self.refine_steps,
+                                   good_enough=lambda s: mutual_rate(score(place(s)))
+                                   >= self.stop_at)
+        return score(place(src))
+
+    def _plane_permutation(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
+        """8-bit values cut into 4-bit halves that a key moves to other positions and may
+        negate (15 - v), as learnable image encryption does: the halves' positions are
+        recovered like pixels', after flipping each disguised half whose most frequent value
+        is the negation of public halves' most frequent value."""
+        upload = subsample(self._upload(view), 3000, seed)
+        if found.in_shape != found.out_shape or found.linear or not found.keyed or \
+                not found.shared or not is_8bit(upload):
+            return None
+        up, pub, tar = nibbles(upload), nibbles(view.public.x), nibbles(view.targets.x)
+        common = int(pub.flatten().mode().values)
+        flip = up.mode(0).values == 15 - common
+        up, tar = torch.where(flip, 15 - up, up), torch.where(flip, 15 - tar, tar)
+        return self._unpermute(up, pub, tar,
+                               lambda t: distances(from_nibbles(t), view.gallery))
 
     def _moment_inversion(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if found.matrix not in ("orthogonal", "projection") or not found.found:
