@@ -247,6 +247,8 @@ CANARIES = {
     "composed": (Composed, COMPOSED, "level-2"),
 }
 CONTROLS = {"fresh-noise": (FreshNoise, {}), "instahide": (None, {})}
+# Registered defenses the ensemble is checked against beyond the canaries.
+REGISTERED = {"block-scramble": (None, {})}
 # The reduced set of the default suite (600 owner and 600 public digits, 50 targets); None is
 # the task's own (3,000 and 1,000, 100 targets: the default plan's cell).
 REDUCED = 600
@@ -257,7 +259,7 @@ def mnist_cell(name: str, n: int | None = REDUCED):
     sizes = {"n_train": n, "n_test": 10, "n_public": n} if n else {}
     task = registry.create("task", "mnist", sizes)
     splits = task.load(seed=0)
-    cls, params = {**{k: v[:2] for k, v in CANARIES.items()}, **CONTROLS}[name]
+    cls, params = {**{k: v[:2] for k, v in CANARIES.items()}, **CONTROLS, **REGISTERED}[name]
     if cls is None:
         d = registry.create("defense", name, params)
     else:
@@ -313,6 +315,17 @@ def test_instahide_is_not_broken_below_what_the_literature_reports(level, n):
                                runner._truth(sc, carlini.label_of))["advantage"]
     m = ensemble_on("instahide", level, n)
     assert m["advantage"] <= literature + 0.05, (m, literature)
+
+
+@pytest.mark.slow
+def test_learnable_image_encryption_falls_at_level_1():
+    # block-scramble's default is ELE (Madono et al. 2020): blocks scrambled, 4-bit halves of
+    # every value shuffled and half of them negated inside each block, a key per position.
+    from attacks.auto import COMPONENTS
+
+    m = ensemble_on("block-scramble", "level-1", None)
+    assert m["advantage"] >= 0.9 and \
+        COMPONENTS[int(m["attack.winner"])] == "plane-permutation", m
 
 
 @pytest.mark.parametrize("attack,level", [
