@@ -135,6 +135,8 @@ def discover(defense: Defense, images: Tensor, *, seed: int = 0, keys: int = 2) 
 
 
 class _Prober:
+    """The attacker's own keyed copies of a defense and the probes ``discover`` sends them."""
+
     def __init__(self, defense: Defense, images: Tensor, seed: int, keys: int) -> None:
         self.images = images
         fit_data = Data(images, torch.zeros(len(images), dtype=torch.long))

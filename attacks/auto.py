@@ -88,7 +88,8 @@ class Auto(Attack):
     learn only what is invariant to the key. Confidence is the fraction of targets whose nearest
     gallery image has them as its nearest target (no truth, no key). Reports ``winner`` (index
     into COMPONENTS), its ``confidence``, ``queries`` and ``pairs`` used, ``held_out`` (the
-    chosen forward model's re-identification of held-out pairs), components that ``failed``
+    chosen forward model's re-identification of held-out pairs) and ``pairs_needed`` (the fewest
+    pairs with which it does as well), components that ``failed``
     (each is skipped, the others run), the confidence of each component run and what discovery
     found (``found_*``). After AutoAttack: Croce & Hein, "Reliable evaluation of adversarial
     robustness with an ensemble of diverse parameter-free attacks", ICML 2020.
@@ -241,7 +242,7 @@ class Auto(Attack):
         if model is None:
             return None
         self.used_["pairs"] = float(len(plain))
-        self.used_["held_out"] = info["held_out"]
+        self.used_.update(info)
         simulated = model.predict(view.gallery).reshape(len(view.gallery), -1)
         return distances(view.targets.x, simulated)
 
