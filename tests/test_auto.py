@@ -151,6 +151,22 @@ class PermutedXor(Defense):
         return Data(((lv ^ self.pad_).float() / 255).reshape(data.x.shape), data.y)
 
 
+class PermutedSubstitution(Defense):
+    """A secret pixel permutation, then a secret permutation of the 256 grey levels (a
+    transposition and a substitution cipher in one). Classical break: frequency analysis of
+    the values, then position statistics, level 1."""
+
+    name = "canary-permuted-substitution"
+
+    def _fit(self, data, rng, public):
+        self.perm_ = torch.randperm(data.x[0].numel(), generator=rng)
+        self.table_ = torch.randperm(256, generator=rng).float() / 255
+
+    def _transform(self, data, *, epoch):
+        lv = _levels(data.x.flatten(1))[:, self.perm_]
+        return Data(self.table_[lv].reshape(data.x.shape), data.y)
+
+
 class GlobalRotation(Defense):
     """One secret orthogonal matrix applied to the whole image (a Hill cipher over the reals).
     Classical break: chosen plaintext, the responses to impulses are the matrix, level 3 (the
@@ -243,6 +259,7 @@ CANARIES = {
     "byte-xor": (ByteXor, {}, "level-2"),
     "position-offset": (PositionOffset, {}, "level-1"),
     "permuted-xor": (PermutedXor, {}, "level-2"),
+    "permuted-substitution": (PermutedSubstitution, {}, "level-1"),
     "global-rotation": (GlobalRotation, {}, "level-3"),
     "composed": (Composed, COMPOSED, "level-2"),
 }
