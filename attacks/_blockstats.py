@@ -4,10 +4,10 @@ A block-wise disguise (block-rmt, block-permutation, block-scramble) cuts every 
 blocks, may multiply the block at each position by a secret matrix, and moves blocks to other
 positions under a secret permutation. Its keys are the same for every image, so the statistics
 of the disguised set at one position are those of the plaintext at another position, seen
-through that position's matrix. This module reads the block layout from a defense's
-hyperparameters, computes per-block features that the secret matrix leaves unchanged, and
-matches disguised block positions to plaintext positions (permutation-recovery,
-rmt-moment-attack, jigsaw).
+through that position's matrix. This module takes the block layout from the structure found
+by probing the defense (attacks._discovery), computes per-block features that the secret
+matrix leaves unchanged, and matches disguised block positions to plaintext positions
+(permutation-recovery, rmt-moment-attack, jigsaw).
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import logging
 import torch
 from torch import Tensor
 
-from benchmark.api import Defense, NotApplicable
+from attacks._discovery import discover, require_units
+from benchmark.api import Defense
 from defenses._blocks import pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
 
-MATRICES = ("identity", "orthogonal", "projection")
-SCOPES = ("none", "dataset", "image")
 # Ridge added to a position's second-moment matrix before whitening, relative to its mean
 # eigenvalue: positions that are blank in every image have no second moment to whiten by.
 _WHITEN_RIDGE = 1e-3
@@ -51,33 +50,20 @@ class Layout:
     noise_stage: str = "after"
 
 
-def layout(defense: Defense, owner: str) -> Layout:
-    """The block layout of ``defense`` (block-rmt, block-permutation, block-scramble, pixelate);
-    a keyless defense without blocks reads as 1×1 blocks left in place."""
-    params = defense.get_params()
-    k = params.get("block")
-    if k is None and defense.keyless:
+def layout(defense: Defense, owner: str, images: Tensor, *, seed: int = 0) -> Layout:
+    """The block layout of ``defense``, found by probing its keyless clone with plaintext like
+    ``images`` (attacks._discovery); a keyless defense without blocks reads as 1×1 blocks left in
+    place, a keyed one without blocks raises."""
+    found = discover(defense, images, seed=seed)
+    if not found.found and defense.keyless:
         return Layout(1)  # no key and no blocks (none, blur): nothing to undo
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise NotApplicable(f"{owner}: defense {defense.name!r} has no integer 'block' "
-                            "hyperparameter; this attack needs a block-wise disguise")
-    matrix = params.get("matrix", "identity")
-    if matrix not in MATRICES:
-        raise NotApplicable(f"{owner}: defense {defense.name!r} has matrix={matrix!r}; "
-                            f"expected one of {', '.join(MATRICES)}")
-    if "block_scramble" in params:  # block-scramble: one block permutation for all images
-        scope = "dataset" if params["block_scramble"] else "none"
-    else:
-        scope = params.get("permutation", "none")
-    if scope not in SCOPES:
-        raise NotApplicable(f"{owner}: defense {defense.name!r} has permutation={scope!r}; "
-                            f"expected one of {', '.join(SCOPES)}")
-    sigma = float(params.get("sigma", 0.0) or 0.0) / 255.0
-    if params.get("noise", "uniform") == "gaussian":
-        mean, var = 0.0, sigma**2
-    else:
-        mean, var = sigma / 2, sigma**2 / 12
-    return Layout(k, matrix, scope, mean, var, params.get("noise_stage", "after"))
+    require_units(found, defense, owner)
+    # Values that only move (or change beyond any linear model) are compared as they are; a
+    # keyless map has no secret matrix to undo.
+    matrix = found.matrix if found.matrix in ("orthogonal", "projection") and \
+        not defense.keyless else "identity"
+    return Layout(found.unit, matrix, found.scope, found.noise_mean, found.noise_var,
+                  found.noise_stage)
 
 
 def blocks_of(x: Tensor, k: int, owner: str) -> Tensor:

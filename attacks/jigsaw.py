@@ -9,6 +9,7 @@ from torch import Tensor
 
 from attacks._blockstats import blocks_of, layout
 from attacks._common import subsample
+from attacks._discovery import Structure, discover
 from benchmark.api import (
     DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, ThreatView,
     check_choice, check_number)
@@ -208,7 +209,8 @@ class Jigsaw(Attack):
 
     Threat: reconstruction at level 1 against block scrambling. Each block may also be tried in
     every rotation and flip and inverted (negative-positive), as the extended solver does, when
-    the defense applies those (block-scramble's rotate_flip and negative_positive="block").
+    probing the defense shows it applies those (block-scramble's rotate_flip and
+    negative_positive="block").
     Blocks are first assigned to positions by a public position prior (the Hungarian algorithm;
     or placed greedily, the most confident edge first), then a local search swaps two blocks or
     turns one while that lowers the summed dissimilarity of the joined edges (the touching edges
@@ -227,11 +229,12 @@ class Jigsaw(Attack):
 
     Args:
         scope: "image" (one puzzle per image), "dataset" (one puzzle for the whole disguised
-            set, when one key scrambles every image) or "auto" (from the defense's permutation).
+            set, when one key scrambles every image) or "auto" (from the probed structure).
         solver: the start of the local search: "assignment" (each image's blocks assigned to
             positions by the public prior, Hungarian algorithm) or "greedy" (edge-driven
             placement).
-        orientations: "auto" (from the defense's hyperparameters), "none", "rotate", "invert"
+        orientations: "auto" (what probing the defense shows: values moved inside blocks, values
+            negated), "none", "rotate", "invert"
             or "both" (rotations, flips and inversion).
         prior_weight: weight of the public position prior against one neighbour's edge.
         search_steps: moves of the local search after the first placement (swaps of two
@@ -262,19 +265,18 @@ class Jigsaw(Attack):
         check_number(self.name, "search_steps", self.search_steps, kind=int, low=0)
         check_number(self.name, "max_images", self.max_images, kind=int, low=0)
 
-    def _moves(self, params: dict) -> tuple[bool, bool]:
-        if self.orientations == "auto":
-            return bool(params.get("rotate_flip", False)), \
-                params.get("negative_positive") == "block"
+    def _moves(self, found: Structure) -> tuple[bool, bool]:
+        if self.orientations == "auto":  # values moved inside blocks, or negated
+            return found.rotate, found.invert
         return self.orientations in ("rotate", "both"), self.orientations in ("invert", "both")
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
         self.validate()
         defense = view.require(DEFENSE)
-        lay = layout(defense, self.name)
-        k = lay.block
-        rotate, invert = self._moves(defense.get_params())
         public = view.require(PUBLIC).x
+        lay = layout(defense, self.name, public)
+        k = lay.block
+        rotate, invert = self._moves(discover(defense, public))
         targets = view.require(TARGETS).x
         pub = blocks_of(public, k, self.name)  # (N, C, S, k, k)
         tb = blocks_of(targets, k, self.name)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from attacks._common import owner_pairs, regularised_inverse
+from attacks._discovery import discover
 from benchmark.api import (
     DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack, NotApplicable, PluginError,
     ThreatView, check_number)
@@ -46,7 +47,7 @@ class KnownPairRegression(Attack):
     and Sharma, Gu & Chen, 2023 (the authors' level-2 attack).
 
     Args:
-        block: block side k (0 reads the defense's "block" hyperparameter, or 1 without one).
+        block: block side k (0: the unit found by probing the defense, or 1 without one).
         n_pairs: known pairs used (0 uses every pair granted, plus oracle pairs at level 3).
         align: search for the block permutation (false assumes none).
         margin: residual ratio to the next-best position under which a position counts as
@@ -74,13 +75,12 @@ class KnownPairRegression(Attack):
     def _block_size(self, view: ThreatView) -> int:
         if self.block:
             return self.block
-        k = view.defense.get_params().get("block") if view.defense is not None else None
-        if k is None:
-            return 1  # no blocks: fit every pixel position on its own
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise NotApplicable(f"{self.name}: the defense's block={k!r} is not a block side; "
-                                "set block")
-        return k
+        if view.defense is None:
+            return 1
+        plain = view.require(KNOWN_PAIRS)[0].x
+        found = discover(view.defense, plain)
+        # No unit smaller than the image: fit every pixel position on its own.
+        return found.unit if found.found and found.unit < min(plain.shape[-2:]) else 1
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
         self.validate()

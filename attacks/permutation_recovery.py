@@ -63,8 +63,12 @@ class PermutationRecovery(Attack):
         check_number(self.name, "max_images", self.max_images, kind=int, low=0)
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
+        return self.distances(view, seed=seed).argmin(1)
+
+    def distances(self, view: ThreatView, *, seed: int) -> Tensor:
+        """(targets, gallery) distances of the unpermuted invariant features."""
         self.validate()
-        lay = layout(view.require(DEFENSE), self.name)
+        lay = layout(view.require(DEFENSE), self.name, view.require(PUBLIC).x)
         matrix = {"auto": lay.matrix, "pixels": "identity", "gram": "orthogonal",
                   "whitened": "projection"}[self.statistics]
         k = lay.block
@@ -106,4 +110,4 @@ class PermutationRecovery(Attack):
         scale = spread.clamp_min(0.1 * float(spread.mean()) + 1e-12)
         log.info("%s: %s statistics over %d disguised images; %s", self.name, matrix, len(pool),
                  {k: round(v, 4) for k, v in self.report_.items()})
-        return torch.cdist(tf.flatten(1) / scale, gf.flatten(1) / scale).argmin(1)
+        return torch.cdist(tf.flatten(1) / scale, gf.flatten(1) / scale)

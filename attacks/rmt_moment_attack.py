@@ -181,7 +181,7 @@ class RMTMomentAttack(Attack):
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
         self.validate()
-        lay = layout(view.require(DEFENSE), self.name)
+        lay = layout(view.require(DEFENSE), self.name, view.require(PUBLIC).x)
         k = lay.block
         targets = view.require(TARGETS)
         public = view.require(PUBLIC)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from attacks._common import own_key, sub_seed
+from attacks._discovery import discover
 from benchmark.api import (
     DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense, NotApplicable,
     ThreatView, check_choice)
@@ -121,8 +122,8 @@ class TemplateMatch(Attack):
         self.validate()
         gallery = Data(view.require(GALLERY))
         defense: Defense = view.require(DEFENSE)
-        block = defense.get_params().get("block")
-        block = block if isinstance(block, int) and not isinstance(block, bool) else None
+        found = discover(defense, gallery.x)
+        block = found.unit if found.found and found.unit < min(gallery.x.shape[-2:]) else None
         kind = self.feature
         if kind == "auto":
             kind = self._calibrate(view, gallery, block, seed)
@@ -134,8 +135,8 @@ class TemplateMatch(Attack):
         targets = features(view.require(TARGETS).x, kind, block)
         candidates = features(disguised.x, kind, block)
         if targets is None or candidates is None:
-            raise NotApplicable(f"{self.name}: feature={kind!r} needs a defense with a 'block' "
-                                "hyperparameter dividing the disguised image side")
+            raise NotApplicable(f"{self.name}: feature={kind!r} needs a defense whose probed "
+                                "block unit divides the disguised image side")
         # A mixing defense yields several encodings per gallery image; map back to their sources.
         owner = disguised.sources()[:, 0]
         return owner[nearest(targets, candidates)]

@@ -51,7 +51,7 @@ log = logging.getLogger("disguisebench")
 # holding between 1 and all of its rows from the caller and public images for the rest.
 MAX_CHUNK = 512
 # Clone hosts one attack may hold at once (each is a process).
-MAX_HOSTS = 16
+MAX_HOSTS = 64
 
 
 class DefenseFault(PluginError):

@@ -74,7 +74,7 @@ def test_permutation_recovered_through_orthogonal_matrices():
 
 
 def test_permutation_recovery_needs_a_block_defense():
-    with pytest.raises(PluginError, match="no integer 'block' hyperparameter"):
+    with pytest.raises(PluginError, match="found no block structure"):
         attack_on("permutation-recovery", "instahide", (("k", 2), ("encodings_per_image", 1)))
 
 
@@ -181,7 +181,7 @@ def test_view_grants_the_whole_upload_at_level_1_without_sources_or_withheld_lab
 
 def test_one_block_per_image_has_nothing_to_permute():
     attack, m, _ = attack_on("permutation-recovery", "block-rmt", (("block", 12),))
-    assert attack.permutation_.tolist() == [0] and m["attack.swaps"] == 0.0
+    assert attack.permutation_.tolist() == [0] and m.get("attack.swaps", 0.0) == 0.0
     _, moment, _ = attack_on("rmt-moment-attack", "block-rmt", (("block", 12),))
     assert moment["success"] > 0.5  # the matrix is still estimated and inverted
 
