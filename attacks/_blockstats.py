@@ -18,9 +18,9 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._discovery import discover, require_units
-from benchmark.api import Defense
-from defenses._blocks import pad_to_blocks, to_blocks
+from disguisebench.attacks._discovery import discover, require_units
+from disguisebench.api import Defense
+from disguisebench.defenses._blocks import pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
 

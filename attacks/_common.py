@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from benchmark.api import Data, Defense, PluginError, Task, ThreatView
+from disguisebench.api import Data, Defense, PluginError, Task, ThreatView
 
 log = logging.getLogger("disguisebench")
 

@@ -22,8 +22,8 @@ import math
 import torch
 from torch import Tensor
 
-from attacks._common import _fingerprint, own_key, sub_seed
-from benchmark.api import Data, Defense, NotApplicable
+from disguisebench.attacks._common import _fingerprint, own_key, sub_seed
+from disguisebench.api import Data, Defense, NotApplicable
 
 log = logging.getLogger("disguisebench")
 

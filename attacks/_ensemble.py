@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from attacks._discovery import Structure
+from disguisebench.attacks._discovery import Structure
 
 log = logging.getLogger("disguisebench")
 
@@ -140,7 +140,7 @@ class LinearMap:
         self.penalty = penalty
 
     def fit(self, plain: Tensor, disguised: Tensor) -> LinearMap:
-        from attacks.learned_inversion import Ridge
+        from disguisebench.attacks.learned_inversion import Ridge
 
         self.ridge_ = Ridge(self.penalty).fit(plain, disguised)
         return self
@@ -283,7 +283,7 @@ def position_permutation(dis: Tensor, pub: Tensor, *, steps: int, profile: int =
     ``good_enough(src)`` holds or ``steps`` are spent."""
     from scipy.optimize import linear_sum_assignment
 
-    from attacks._blockstats import correlation, swap_refine
+    from disguisebench.attacks._blockstats import correlation, swap_refine
 
     dis, pub = dis.flatten(1).double(), pub.flatten(1).double()
     cd = torch.nan_to_num(correlation(dis))

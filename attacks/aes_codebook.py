@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.api import (
+from disguisebench.api import (
     DEFENSE, KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack, Data, NotApplicable,
     ThreatView, check_choice, check_number)
-from benchmark.registry import register
+from disguisebench.registry import register
 
 log = logging.getLogger("disguisebench")
 

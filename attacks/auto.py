@@ -13,16 +13,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks._common import _fingerprint, own_key, pair_up, seeded, sub_seed, subsample
-from attacks._discovery import Structure, discover
-from attacks._ensemble import (distances, fit_forward, from_nibbles, is_8bit, isometry_matches,
-                               level_substitution, mode_silhouette, mutual_rate, nibbles,
-                               pair_geometry, position_permutation, quantile_inverse)
-from attacks.template_match import FEATURES
-from attacks.template_match import features as template_features
-from benchmark.api import (DEFENSE, GALLERY, KNOWN_PAIRS, ORACLE, PUBLIC, REIDENTIFY, TARGETS,
-                           UPLOAD, Attack, Data, Defense, PluginError, ThreatView, check_number)
-from benchmark.registry import register
+from disguisebench.attacks._common import _fingerprint, own_key, pair_up, seeded, sub_seed, subsample
+from disguisebench.attacks._discovery import Structure, discover
+from disguisebench.attacks._ensemble import (distances, fit_forward, from_nibbles, is_8bit,
+                                             isometry_matches, level_substitution, mode_silhouette,
+                                             mutual_rate, nibbles, pair_geometry,
+                                             position_permutation, quantile_inverse)
+from disguisebench.attacks.template_match import FEATURES
+from disguisebench.attacks.template_match import features as template_features
+from disguisebench.api import (DEFENSE, GALLERY, KNOWN_PAIRS, ORACLE, PUBLIC, REIDENTIFY, TARGETS,
+                               UPLOAD, Attack, Data, Defense, PluginError, ThreatView, check_number)
+from disguisebench.registry import register
 
 log = logging.getLogger("disguisebench")
 
@@ -257,7 +258,7 @@ class Auto(Attack):
     def _block_regression(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if view.known_pairs is None or not (found.linear or found.noise_var > 0):
             return None
-        from attacks.known_pair_regression import KnownPairRegression
+        from disguisebench.attacks.known_pair_regression import KnownPairRegression
 
         # The known pairs only: oracle queries are spent within the budget elsewhere.
         recon = KnownPairRegression().run(dataclasses.replace(view, oracle=None), seed=seed)
@@ -327,7 +328,7 @@ class Auto(Attack):
             return None
         if found.unit == 1 and found.in_shape == found.out_shape and found.scope == "dataset":
             return self._position_permutation(view, seed)
-        from attacks.permutation_recovery import PermutationRecovery
+        from disguisebench.attacks.permutation_recovery import PermutationRecovery
 
         return PermutationRecovery(refine_steps=self.refine_steps).distances(view, seed=seed)
 
@@ -383,7 +384,7 @@ class Auto(Attack):
     def _moment_inversion(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if found.matrix not in ("orthogonal", "projection") or not found.found:
             return None
-        from attacks.rmt_moment_attack import RMTMomentAttack
+        from disguisebench.attacks.rmt_moment_attack import RMTMomentAttack
 
         return distances(RMTMomentAttack(refine_steps=self.refine_steps).run(view, seed=seed),
                          view.gallery)
@@ -391,7 +392,7 @@ class Auto(Attack):
     def _jigsaw(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if found.scope == "none" or found.matrix != "identity" or found.unit < 2:
             return None
-        from attacks.jigsaw import Jigsaw
+        from disguisebench.attacks.jigsaw import Jigsaw
 
         return distances(Jigsaw().run(view, seed=seed), view.gallery)
 

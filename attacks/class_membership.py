@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from attacks._common import sub_seed, train_model
-from benchmark.api import (DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, NotApplicable,
-                           PluginError, ThreatView, check_choice, check_number)
-from benchmark.registry import register
+from disguisebench.attacks._common import sub_seed, train_model
+from disguisebench.api import (DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, NotApplicable,
+                               PluginError, ThreatView, check_choice, check_number)
+from disguisebench.registry import register
 
 
 def confusion(truth: Tensor, predicted: Tensor, k: int) -> Tensor:

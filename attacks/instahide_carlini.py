@@ -7,11 +7,11 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._common import target_rows
-from benchmark.api import (
+from disguisebench.attacks._common import target_rows
+from disguisebench.api import (
     DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, ThreatView,
     check_number)
-from benchmark.registry import register
+from disguisebench.registry import register
 
 log = logging.getLogger("disguisebench")
 

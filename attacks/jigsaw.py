@@ -7,14 +7,14 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._blockstats import blocks_of, layout
-from attacks._common import subsample
-from attacks._discovery import Structure, discover
-from benchmark.api import (
+from disguisebench.attacks._blockstats import blocks_of, layout
+from disguisebench.attacks._common import subsample
+from disguisebench.attacks._discovery import Structure, discover
+from disguisebench.api import (
     DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, ThreatView,
     check_choice, check_number)
-from benchmark.registry import register
-from defenses._blocks import from_blocks
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import from_blocks
 
 log = logging.getLogger("disguisebench")
 

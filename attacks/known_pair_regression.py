@@ -7,13 +7,13 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._common import owner_pairs, regularised_inverse
-from attacks._discovery import discover
-from benchmark.api import (
+from disguisebench.attacks._common import owner_pairs, regularised_inverse
+from disguisebench.attacks._discovery import discover
+from disguisebench.api import (
     DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack, NotApplicable, PluginError,
     ThreatView, check_number)
-from benchmark.registry import register
-from defenses._blocks import from_blocks, pad_to_blocks, to_blocks
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import from_blocks, pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
 

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from attacks._common import seeded, training_pairs
-from benchmark.api import (DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack,
-                           PluginError, ThreatView, check_number)
-from benchmark.registry import register
+from disguisebench.attacks._common import seeded, training_pairs
+from disguisebench.api import (DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack,
+                               PluginError, ThreatView, check_number)
+from disguisebench.registry import register
 
 log = logging.getLogger("disguisebench")
 

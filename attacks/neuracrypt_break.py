@@ -7,13 +7,13 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._blockstats import correlation, swap_refine
-from attacks._common import regularised_inverse, subsample
-from benchmark.api import (
+from disguisebench.attacks._blockstats import correlation, swap_refine
+from disguisebench.attacks._common import regularised_inverse, subsample
+from disguisebench.api import (
     DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, NotApplicable,
     ThreatView, check_number)
-from benchmark.registry import register
-from defenses._blocks import pad_to_blocks, to_blocks
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
 

@@ -7,13 +7,13 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._blockstats import (assign_per_image, blocks_of, features, layout, match_positions,
-                                 place, whitener)
-from attacks._common import subsample
-from benchmark.api import (
+from disguisebench.attacks._blockstats import (assign_per_image, blocks_of, features, layout,
+                                               match_positions, place, whitener)
+from disguisebench.attacks._common import subsample
+from disguisebench.api import (
     DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, NotApplicable,
     ThreatView, check_choice, check_number)
-from benchmark.registry import register
+from disguisebench.registry import register
 
 log = logging.getLogger("disguisebench")
 

@@ -7,14 +7,14 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._blockstats import (Layout, assign_per_image, blocks_of, layout, match_positions,
-                                 place, second_moments, whitener)
-from attacks._common import subsample
-from benchmark.api import (
+from disguisebench.attacks._blockstats import (Layout, assign_per_image, blocks_of, layout,
+                                               match_positions, place, second_moments, whitener)
+from disguisebench.attacks._common import subsample
+from disguisebench.api import (
     DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, PluginError, ThreatView,
     check_number)
-from benchmark.registry import register
-from defenses._blocks import from_blocks
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import from_blocks
 
 log = logging.getLogger("disguisebench")
 

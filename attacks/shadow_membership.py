@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from attacks._common import log_probs, own_key, per_source, sub_seed, train_model
-from benchmark.api import (DEFENSE, MEMBERSHIP, MODEL, ORACLE, PUBLIC, Attack, Data, Defense,
-                           NotApplicable, ThreatView, check_choice, check_number)
-from benchmark.registry import register
+from disguisebench.attacks._common import log_probs, own_key, per_source, sub_seed, train_model
+from disguisebench.api import (DEFENSE, MEMBERSHIP, MODEL, ORACLE, PUBLIC, Attack, Data, Defense,
+                               NotApplicable, ThreatView, check_choice, check_number)
+from disguisebench.registry import register
 
 
 @register("shadow-membership")

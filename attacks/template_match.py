@@ -7,13 +7,13 @@ import logging
 import torch
 from torch import Tensor
 
-from attacks._common import own_key, sub_seed
-from attacks._discovery import discover
-from benchmark.api import (
+from disguisebench.attacks._common import own_key, sub_seed
+from disguisebench.attacks._discovery import discover
+from disguisebench.api import (
     DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense, NotApplicable,
     ThreatView, check_choice)
-from benchmark.registry import register
-from defenses._blocks import to_blocks
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import to_blocks
 
 log = logging.getLogger("disguisebench")
 

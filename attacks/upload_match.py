@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attacks._common import sub_seed
-from benchmark.api import (DEFENSE, MEMBERSHIP, ORACLE, PUBLIC, UPLOAD, Attack, Data, Defense,
-                           NotApplicable, PluginError, ThreatView)
-from benchmark.registry import register
+from disguisebench.attacks._common import sub_seed
+from disguisebench.api import (DEFENSE, MEMBERSHIP, ORACLE, PUBLIC, UPLOAD, Attack, Data, Defense,
+                               NotApplicable, PluginError, ThreatView)
+from disguisebench.registry import register
 
 
 def nearest_distance(queries: Tensor, pool: Tensor, chunk: int = 4096) -> Tensor:

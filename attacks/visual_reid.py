@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from benchmark.api import (DEFENSE, LABEL, PUBLIC, TARGETS, Attack, Data, NotApplicable,
-                           ThreatView, check_choice, check_number)
-from attacks._common import train_model
-from benchmark.registry import register
+from disguisebench.api import (DEFENSE, LABEL, PUBLIC, TARGETS, Attack, Data, NotApplicable,
+                               ThreatView, check_choice, check_number)
+from disguisebench.attacks._common import train_model
+from disguisebench.registry import register
 
 
 @register("visual-reid")

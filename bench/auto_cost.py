@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmark import registry, runner, scoring  # noqa: E402
-from benchmark.api import LEVELS, Data, Defense  # noqa: E402
+from disguisebench import registry, runner, scoring  # noqa: E402
+from disguisebench.api import LEVELS, Data, Defense  # noqa: E402
 
 TARGET = 2.0
 PARAMS = {"pixelate": {"block": 4}, "block-rmt": {"block": 4}, "block-permutation": {"block": 4},
@@ -43,7 +43,7 @@ class FreshNoise(Defense):
         self.secret_ = int(torch.randint(0, 2**62, (1,), generator=rng))
 
     def _transform(self, data, *, epoch):
-        from defenses._blocks import content_generator
+        from disguisebench.defenses._blocks import content_generator
 
         return Data(torch.rand(data.x.shape, generator=content_generator(self.secret_, data.x)),
                     data.y)
@@ -51,11 +51,11 @@ class FreshNoise(Defense):
 
 def clear_caches() -> None:
     """Forget what earlier attacks of this process computed (discovery, level-1 components)."""
-    import attacks._discovery
-    import attacks.auto
+    import disguisebench.attacks._discovery
+    import disguisebench.attacks.auto
 
-    attacks._discovery._FOUND.clear()
-    attacks.auto._LEVEL_1_RESULTS.clear()
+    disguisebench.attacks._discovery._FOUND.clear()
+    disguisebench.attacks.auto._LEVEL_1_RESULTS.clear()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             seconds.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
             m = scoring.score(attack.goal, prediction, runner._truth(sc, attack.label_of))
-            from attacks.auto import COMPONENTS
+            from disguisebench.attacks.auto import COMPONENTS
 
             winners.append(f"{COMPONENTS[int(attack.report_['winner'])]} "
                            f"{m['advantage']:.2f}")

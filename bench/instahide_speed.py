@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from benchmark.api import Data
-from defenses.instahide import InstaHide
+from disguisebench.api import Data
+from disguisebench.defenses.instahide import InstaHide
 
 
 def best_time(fn, repeats: int) -> float:

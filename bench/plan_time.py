@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def timed_run(plan: Path, db: Path) -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "benchmark.cli", "run", str(plan), "--db", str(db)],
+    subprocess.run([sys.executable, "-m", "disguisebench.cli", "run", str(plan), "--db", str(db)],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
 

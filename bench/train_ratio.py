@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from benchmark import registry  # noqa: E402
+from disguisebench import registry  # noqa: E402
 
 TARGET = 1.05
 

@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmark import registry  # noqa: E402
-from benchmark.api import Data  # noqa: E402
+from disguisebench import registry  # noqa: E402
+from disguisebench.api import Data  # noqa: E402
 
 SHAPES = [(50_000, 1, 28, 28), (10_000, 3, 32, 32)]
 CONFIGS = [

@@ -38,7 +38,7 @@ def timed(workers: int, tmp: Path) -> float:
     plan.write_text(yaml.safe_dump(PLAN))
     db = tmp / f"w{workers}.db"
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "benchmark.cli", "run", str(plan), "--db", str(db),
+    subprocess.run([sys.executable, "-m", "disguisebench.cli", "run", str(plan), "--db", str(db),
                     "--workers", str(workers), "--no-cache"],
                    check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -46,7 +46,7 @@ def timed(workers: int, tmp: Path) -> float:
 
 THREADS = """
 import time, torch
-from benchmark import registry
+from disguisebench import registry
 task = registry.create("task", "mnist", {"epochs": 2})
 train = task.load(seed=0).train
 task.train(train, seed=0, num_classes=10)  # warm-up

@@ -2,6 +2,6 @@
 
 import torch  # noqa: F401
 
-from benchmark import registry
+from disguisebench import registry
 
 registry.names("defense")

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
-from benchmark.errors import PluginError  # noqa: F401 (re-exported: plugins import it here)
+from disguisebench.errors import PluginError  # noqa: F401 (re-exported: plugins import it here)
 
 # Capabilities an attack can be granted (docs/design.md, "Threat levels"). The runner builds a
 # ThreatView holding exactly the ones the threat level grants and the attack declares.

@@ -24,8 +24,8 @@ import logging
 import torch
 from torch import Tensor, nn
 
-from benchmark.api import LABEL, Attack, Splits, Task
-from benchmark.scoring import Truth
+from disguisebench.api import LABEL, Attack, Splits, Task
+from disguisebench.scoring import Truth
 
 log = logging.getLogger("disguisebench")
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 # The in-tree plugin packages, by kind (benchmark.registry imports every module in them).
-PACKAGES = {"defense": "defenses", "attack": "attacks", "task": "tasks"}
+PACKAGES = {"defense": "disguisebench.defenses", "attack": "disguisebench.attacks",
+            "task": "disguisebench.tasks"}
 GROUPS = {"defense": "disguisebench.defenses", "attack": "disguisebench.attacks",
           "task": "disguisebench.tasks"}
 
@@ -193,7 +194,7 @@ def entries() -> list[Entry]:
             found = None
         if found is not None:
             return sorted(found, key=lambda e: (list(PACKAGES).index(e.kind), e.name))
-    from benchmark import registry
+    from disguisebench import registry
 
     return [from_class(kind, name, registry.get(kind, name), registry.origin(kind, name))
             for kind in PACKAGES for name in registry.names(kind)]

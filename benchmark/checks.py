@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 from torch.overrides import TorchFunctionMode
 
-from benchmark import registry
-from benchmark.api import Data, Defense
+from disguisebench import registry
+from disguisebench.api import Data, Defense
 
 
 @dataclasses.dataclass(frozen=True)

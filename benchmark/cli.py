@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark import __version__
-from benchmark.errors import PluginError
+from disguisebench import __version__
+from disguisebench.errors import PluginError
 
 log = logging.getLogger("disguisebench")
 
@@ -66,7 +66,7 @@ def _describe_plugin(entry: Any) -> str:
 def _cmd_list(args: argparse.Namespace) -> int:
     import difflib
 
-    from benchmark import catalog
+    from disguisebench import catalog
 
     entries = catalog.entries()
     if args.name:
@@ -115,8 +115,8 @@ def _next_steps(db: str) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     import torch
 
-    from benchmark import executors, leaderboard, plan as plan_mod, runner
-    from benchmark.store import FAILED, Store
+    from disguisebench import executors, leaderboard, plan as plan_mod, runner
+    from disguisebench.store import FAILED, Store
 
     torch.set_num_threads(os.cpu_count() or 1)
     plan = plan_mod.load(args.plan)
@@ -159,8 +159,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from benchmark import leaderboard
-    from benchmark.store import FAILED, Store
+    from disguisebench import leaderboard
+    from disguisebench.store import FAILED, Store
 
     if not os.path.exists(args.db):
         raise PluginError(f"no results database at {args.db!r}; run `disguisebench run` first")
@@ -183,7 +183,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from benchmark import checks
+    from disguisebench import checks
 
     results = checks.run_checks(args.name)
     print(tabulate([[r.check, "pass" if r.passed else "FAIL", r.reason] for r in results],
@@ -204,8 +204,8 @@ def _default_out(args: argparse.Namespace) -> str:
 def _cmd_leaderboard(args: argparse.Namespace) -> int:
     import time
 
-    from benchmark import report
-    from benchmark.store import Store
+    from disguisebench import report
+    from disguisebench.store import Store
 
     if not os.path.exists(args.db):
         raise PluginError(f"no results database at {args.db!r}; run `disguisebench run` first")
@@ -234,7 +234,7 @@ def _parse_sets(pairs: Sequence[str] | None) -> dict:
 
 
 def _cmd_disguise(args: argparse.Namespace) -> int:
-    from benchmark import owner
+    from disguisebench import owner
 
     if args.set and not args.defense:
         raise PluginError("--set needs --defense")
@@ -246,7 +246,7 @@ def _cmd_disguise(args: argparse.Namespace) -> int:
 
 
 def _cmd_undisguise(args: argparse.Namespace) -> int:
-    from benchmark import owner
+    from disguisebench import owner
 
     out = owner.undisguise(args.input, args.out, args.key, png=args.png)
     print(f"wrote {out}" + (f" and the images under {out.with_suffix('')}/" if args.png else ""),
@@ -255,7 +255,7 @@ def _cmd_undisguise(args: argparse.Namespace) -> int:
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
-    from benchmark import executors, submit
+    from disguisebench import executors, submit
 
     out = _default_out(args)
     summary, metadata = submit.submit(

@@ -11,10 +11,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from benchmark import runner
-from benchmark.api import PluginError
-from benchmark.plan import Plan
-from benchmark.store import Record
+from disguisebench import runner
+from disguisebench.api import PluginError
+from disguisebench.plan import Plan
+from disguisebench.store import Record
 
 log = logging.getLogger("disguisebench")
 

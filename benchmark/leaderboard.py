@@ -48,10 +48,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmark import stats
-from benchmark.api import LEVELS
-from benchmark.stats import BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, Interval
-from benchmark.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record
+from disguisebench import stats
+from disguisebench.api import LEVELS
+from disguisebench.stats import BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, Interval
+from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record
 
 # Record meta that describes one record rather than the software and machine that produced it.
 _PER_RECORD_META = frozenset({"wall_seconds", "granted", "missing", "artifact", "date"})
@@ -62,8 +62,8 @@ __all__ = ["AttackResult", "Board", "CONFIDENCE", "Interval", "RESAMPLES", "Row"
 
 def spec_label(kind: str, spec: dict) -> str:
     """The display name of a stored spec: the registry label, or every parameter if unregistered."""
-    from benchmark import registry
-    from benchmark.api import PluginError
+    from disguisebench import registry
+    from disguisebench.api import PluginError
 
     try:
         return registry.create(kind, spec["name"], spec["params"]).label()
@@ -393,7 +393,7 @@ def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[
             if key not in labels:
                 label = spec_label("attack", rec.attack)
                 if label in labels.values():  # two specs, one display name: keep both apart
-                    from benchmark.plan import spec_hash
+                    from disguisebench.plan import spec_hash
 
                     label = f"{label} #{spec_hash(rec.attack)[:6]}"
                 labels[key] = label

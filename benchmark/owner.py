@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmark import registry
-from benchmark.api import Data, Defense, PluginError, check_images
+from disguisebench import registry
+from disguisebench.api import Data, Defense, PluginError, check_images
 
 log = logging.getLogger("disguisebench")
 

@@ -27,16 +27,18 @@ import difflib
 import hashlib
 import itertools
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from benchmark import registry
-from benchmark.api import LEVELS, PluginError
+from disguisebench import registry
+from disguisebench.api import LEVELS, PluginError
 
 TOP_LEVEL_KEYS = ("name", "seeds", "n_targets", "n_known", "levels", "tasks", "defenses", "attacks")
-DEFAULT_PLAN = Path(__file__).resolve().parent.parent / "plans" / "default.yaml"
+# Plans are package data: plans/ in a checkout, disguisebench/plans/ when installed.
+DEFAULT_PLAN = Path(str(resources.files("disguisebench.plans").joinpath("default.yaml")))
 
 
 class PlanError(PluginError):

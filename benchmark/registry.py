@@ -14,8 +14,8 @@ import pkgutil
 from importlib.metadata import entry_points
 from typing import Any, Callable, TypeVar
 
-from benchmark.api import Attack, Defense, Plugin, PluginError, Task
-from benchmark.catalog import GROUPS as _GROUPS, PACKAGES as _PACKAGES
+from disguisebench.api import Attack, Defense, Plugin, PluginError, Task
+from disguisebench.catalog import GROUPS as _GROUPS, PACKAGES as _PACKAGES
 
 KINDS: dict[str, type[Plugin]] = {"defense": Defense, "attack": Attack, "task": Task}
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.leaderboard import (CONFIDENCE, RESAMPLES, AttackResult, Board, Interval, Row,
-                                   aggregate, worst_text)
-from benchmark.store import Record, Store
+from disguisebench.leaderboard import (CONFIDENCE, RESAMPLES, AttackResult, Board, Interval, Row,
+                                       aggregate, worst_text)
+from disguisebench.store import Record, Store
 
 log = logging.getLogger("disguisebench")
 
@@ -82,7 +82,7 @@ def _paths(board: Board) -> _Paths:
     for row in board.rows:
         name = slug(row.defense)
         if name in taken:  # two labels that differ only in punctuation
-            from benchmark.plan import spec_hash
+            from disguisebench.plan import spec_hash
 
             name = f"{name}-{spec_hash(row.spec)[:8]}"
         taken.add(name)
@@ -517,7 +517,7 @@ def _html(boards: list[Board], paths: list[_Paths], galleries: list[bool],
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        loader=jinja2.PackageLoader("disguisebench", "templates"),
         autoescape=True, trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     views = []
     for i, (board, p, has_gallery) in enumerate(zip(boards, paths, galleries)):
@@ -586,7 +586,7 @@ def _remove_stale(out: Path, keep: Iterable[Path]) -> None:
 def shipped_plans(records: Iterable[Record]) -> list[str]:
     """The shipped plans (``plans/*.yaml``) whose digest the records carry, in file-name order,
     then one placeholder for records of any other plan."""
-    from benchmark import plan as plan_mod
+    from disguisebench import plan as plan_mod
 
     hashes = {r.meta.get("plan_hash") for r in records} - {None}
     names, known = [], set()

@@ -19,9 +19,9 @@ import statistics
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from benchmark.leaderboard import aggregate
-from benchmark.plan import Spec
-from benchmark.store import Record, Store
+from disguisebench.leaderboard import aggregate
+from disguisebench.plan import Spec
+from disguisebench.store import Record, Store
 
 MISSING = "–"
 PAIRS = (1, 2, 3, 10, 25, 50, 100)

@@ -31,15 +31,15 @@ from typing import Any
 
 import torch
 
-from benchmark import baselines, sandbox, scoring
-from benchmark.api import (
+from disguisebench import baselines, sandbox, scoring
+from disguisebench.api import (
     DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LABEL_OF, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC,
     RECONSTRUCT, TARGETS, UPLOAD, Attack, Data, Defense, PluginError, Splits, Task, ThreatView,
     check_choice,
 )
-from benchmark.cache import ModelCache, data_digest
-from benchmark.plan import Plan, Spec, spec_hash
-from benchmark.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record, Store, derive_key
+from disguisebench.cache import ModelCache, data_digest
+from disguisebench.plan import Plan, Spec, spec_hash
+from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record, Store, derive_key
 
 log = logging.getLogger("disguisebench")
 
@@ -144,7 +144,7 @@ def manifest() -> dict[str, Any]:
     """What reproducing a record needs: versions, commit, hardware, date."""
     import numpy
 
-    from benchmark import __version__
+    from disguisebench import __version__
 
     cuda = torch.cuda.is_available()
     return {
@@ -731,7 +731,7 @@ def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = Fal
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from benchmark.executors import InProcess
+    from disguisebench.executors import InProcess
 
     summary = Summary()
     start = time.perf_counter()

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from benchmark.api import Data, Defense, NotApplicable, PluginError, ThreatView
+from disguisebench.api import Data, Defense, NotApplicable, PluginError, ThreatView
 
 log = logging.getLogger("disguisebench")
 
@@ -144,7 +144,7 @@ def context() -> Any:
     if _context is None:
         if "forkserver" in multiprocessing.get_all_start_methods():
             _context = multiprocessing.get_context("forkserver")
-            multiprocessing.set_forkserver_preload(["benchmark._preload"])
+            multiprocessing.set_forkserver_preload(["disguisebench._preload"])
             from multiprocessing import forkserver
 
             with _without_main():
@@ -297,7 +297,7 @@ def _check_output(out: Any, n_in: int, shape: tuple[int, ...], what: str,
 def distinct_encodings(encodings: dict[int, Data]) -> Data:
     """Per-epoch encodings as one upload: each distinct encoding once, in epoch order, with the
     plaintext rows each came from (``source``) kept."""
-    from benchmark.cache import data_digest
+    from disguisebench.cache import data_digest
 
     seen, parts = set(), []
     for epoch in sorted(encodings):

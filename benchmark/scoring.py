@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.api import LABEL, MEMBERSHIP, RECONSTRUCT, REIDENTIFY, PluginError
+from disguisebench.api import LABEL, MEMBERSHIP, RECONSTRUCT, REIDENTIFY, PluginError
 
 
 @dataclasses.dataclass(frozen=True)

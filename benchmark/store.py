@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import PluginError
+from disguisebench.errors import PluginError
 
 log = logging.getLogger("disguisebench")
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from benchmark import plan as plan_mod, registry, report, runner
-from benchmark.store import Store
+from disguisebench import plan as plan_mod, registry, report, runner
+from disguisebench.store import Store
 
 log = logging.getLogger("disguisebench")
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.api import PluginError
+from disguisebench.api import PluginError
 
 
 def padded_size(owner: str, side: int, block: int, padding: str, param: str = "block") -> int:

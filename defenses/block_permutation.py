@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.api import Data, Defense, PluginError, check_choice, check_number
-from benchmark.registry import register
-from defenses._blocks import (
+from disguisebench.api import Data, Defense, PluginError, check_choice, check_number
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import (
     check_disguised_size, check_image_size, content_generator, draw_secret, grid_positions,
     pad_to_blocks, permute_blocks, random_permutations,
 )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.api import Data, Defense, PluginError, check_choice, check_number
-from benchmark.registry import register
-from defenses._blocks import (
+from disguisebench.api import Data, Defense, PluginError, check_choice, check_number
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import (
     check_disguised_size, check_image_size, content_generator, draw_secret, full_rank_uniform,
     grid_positions, haar_orthogonal, multiply_blocks, pad_to_blocks, permute_blocks,
     random_permutations,

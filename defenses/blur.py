@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.api import Data, Defense, check_number
-from benchmark.registry import register
+from disguisebench.api import Data, Defense, check_number
+from disguisebench.registry import register
 
 
 def gaussian_kernel(sigma: float, truncate: float) -> Tensor:

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.api import Data, Defense, PluginError, check_choice, check_number
-from benchmark.registry import register
-from defenses._blocks import content_generator, draw_secret
+from disguisebench.api import Data, Defense, PluginError, check_choice, check_number
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import content_generator, draw_secret
 
 # Rejection sampling of the coefficients stops after this many rounds (the settings validate()
 # accepts are met by a good share of draws, so the cap is only reached for near-infeasible ones).

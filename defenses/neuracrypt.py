@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from benchmark.api import Data, Defense, PluginError, check_choice, check_number
-from benchmark.registry import register
-from defenses._blocks import (
+from disguisebench.api import Data, Defense, PluginError, check_choice, check_number
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import (
     content_generator, draw_secret, pad_to_blocks, padded_size, random_permutations,
 )
 

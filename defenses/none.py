@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from benchmark.api import Data, Defense
-from benchmark.registry import register
+from disguisebench.api import Data, Defense
+from disguisebench.registry import register
 
 
 @register("none")

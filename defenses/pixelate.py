@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from benchmark.api import Data, Defense, PluginError, check_number
-from benchmark.registry import register
-from defenses._blocks import padded_size
+from disguisebench.api import Data, Defense, PluginError, check_number
+from disguisebench.registry import register
+from disguisebench.defenses._blocks import padded_size
 
 
 @register("pixelate")

@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmark.api import Data, PluginError, Splits, Task, check_choice, check_number
-from tasks import _models
+from disguisebench.api import Data, PluginError, Splits, Task, check_choice, check_number
+from disguisebench.tasks import _models
 
 log = logging.getLogger("disguisebench")
 

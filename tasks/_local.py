@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from benchmark.api import PluginError, Splits
-from tasks._base import ClassificationTask, split, split_official
+from disguisebench.api import PluginError, Splits
+from disguisebench.tasks._base import ClassificationTask, split, split_official
 
 ENV = "DISGUISEBENCH_DATA"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from benchmark.api import PluginError
+from disguisebench.api import PluginError
 
 
 class Standardize(nn.Module):

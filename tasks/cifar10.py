@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmark.api import PluginError
-from benchmark.registry import register
-from tasks._local import LocalTask, Pool, not_found
+from disguisebench.api import PluginError
+from disguisebench.registry import register
+from disguisebench.tasks._local import LocalTask, Pool, not_found
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.api import check_number
-from benchmark.registry import register
-from tasks._base import ClassificationTask, resize, to_unit
+from disguisebench.api import check_number
+from disguisebench.registry import register
+from disguisebench.tasks._base import ClassificationTask, resize, to_unit
 
 
 @register("faces")

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from benchmark.api import PluginError, Splits, check_choice, check_number
-from benchmark.registry import register
-from tasks._base import split
-from tasks._local import LocalTask, Pool, data_root, not_found
+from disguisebench.api import PluginError, Splits, check_choice, check_number
+from disguisebench.registry import register
+from disguisebench.tasks._base import split
+from disguisebench.tasks._local import LocalTask, Pool, data_root, not_found
 
 
 class _Images:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.api import PluginError, check_number
-from benchmark.registry import register
-from tasks._local import LocalTask, Pool, not_found
+from disguisebench.api import PluginError, check_number
+from disguisebench.registry import register
+from disguisebench.tasks._local import LocalTask, Pool, not_found
 
 PAIRS = ("pairsDevTrain.txt", "pairsDevTest.txt", "pairs.txt")
 # scikit-learn's default crop (rows 70-195, columns 78-172) widened by a few pixels to 128×96, so

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from benchmark.registry import register
-from tasks._base import ClassificationTask
+from disguisebench.registry import register
+from disguisebench.tasks._base import ClassificationTask
 
 
 @register("mnist")

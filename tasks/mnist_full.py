@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from benchmark.registry import register
-from tasks._local import LocalTask, Pool, read_idx
+from disguisebench.registry import register
+from disguisebench.tasks._local import LocalTask, Pool, read_idx
 
 
 @register("mnist-full")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from benchmark.api import PluginError
-from benchmark.registry import register
-from tasks._local import LocalTask, Pool, not_found
+from disguisebench.api import PluginError
+from disguisebench.registry import register
+from disguisebench.tasks._local import LocalTask, Pool, not_found
 
 FOLDER = "svhn"
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}

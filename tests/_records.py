@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmark.plan import Spec
-from benchmark.scoring import advantage
-from benchmark.store import OK, Record
+from disguisebench.plan import Spec
+from disguisebench.scoring import advantage
+from disguisebench.store import OK, Record
 
 _ids = itertools.count()
 

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from benchmark import plan as plan_mod
-from benchmark import registry
+from disguisebench import plan as plan_mod
+from disguisebench import registry
 
 TOY_PLAN = {
     "name": "toy",

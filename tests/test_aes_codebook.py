@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attacks.aes_codebook import codebook_lookup
-from benchmark import registry, runner, scoring
-from benchmark.api import LEVELS
+from disguisebench.attacks.aes_codebook import codebook_lookup
+from disguisebench import registry, runner, scoring
+from disguisebench.api import LEVELS
 
 
 def test_codebook_lookup_finds_seen_chunks_only():

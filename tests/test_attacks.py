@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from benchmark import plan as plan_mod
-from benchmark import registry, runner, scoring
-from benchmark.api import GALLERY, LABEL, LEVELS, MODEL, TARGETS, Attack, Data, PluginError
-from benchmark.store import FAILED, OK, Store
-from tasks.toy import Toy
+from disguisebench import plan as plan_mod
+from disguisebench import registry, runner, scoring
+from disguisebench.api import GALLERY, LABEL, LEVELS, MODEL, TARGETS, Attack, Data, PluginError
+from disguisebench.store import FAILED, OK, Store
+from disguisebench.tasks.toy import Toy
 from tests.conftest import TOY_PLAN, temporary_plugin
 
 
@@ -122,7 +122,7 @@ def test_class_membership_reports_spread_against_its_baseline():
 
 
 def test_spread_of_concentrated_and_uniform_histograms():
-    from attacks.class_membership import spread
+    from disguisebench.attacks.class_membership import spread
 
     concentrated = torch.tensor([[12.0, 0, 0, 0], [0, 12.0, 0, 0]])
     assert spread(concentrated) == (0.0, pytest.approx(12 * 3 / 4))
@@ -187,7 +187,7 @@ def test_shadow_label_reports_its_probe_against_an_untrained_network():
 
 
 def test_a_model_trained_on_the_same_data_and_seed_is_reused_not_retrained(monkeypatch):
-    from attacks import _common
+    from disguisebench.attacks import _common
 
     task = registry.create("task", "toy", {"epochs": 1})
     public = task.load(seed=0).public

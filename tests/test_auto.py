@@ -14,11 +14,11 @@ import sys
 import pytest
 import torch
 
-from attacks._discovery import discover
-from benchmark import registry, runner, scoring
-from benchmark.api import LEVELS, Data, Defense
-from defenses._blocks import content_generator, draw_secret
-from defenses.block_rmt import BlockRMT
+from disguisebench.attacks._discovery import discover
+from disguisebench import registry, runner, scoring
+from disguisebench.api import LEVELS, Data, Defense
+from disguisebench.defenses._blocks import content_generator, draw_secret
+from disguisebench.defenses.block_rmt import BlockRMT
 from tests.conftest import temporary_plugin
 
 
@@ -338,7 +338,7 @@ def test_instahide_is_not_broken_below_what_the_literature_reports(level, n):
 def test_learnable_image_encryption_falls_at_level_1():
     # block-scramble's default is ELE (Madono et al. 2020): blocks scrambled, 4-bit halves of
     # every value shuffled and half of them negated inside each block, a key per position.
-    from attacks.auto import COMPONENTS
+    from disguisebench.attacks.auto import COMPONENTS
 
     m = ensemble_on("block-scramble", "level-1", None)
     assert m["advantage"] >= 0.9 and \
@@ -368,7 +368,7 @@ def test_renaming_the_block_hyperparameter_changes_nothing(attack, level):
 
 
 def test_system_identification_stays_within_its_query_budget():
-    from attacks.auto import COMPONENTS
+    from disguisebench.attacks.auto import COMPONENTS
 
     m = ensemble_on("permuted-xor", "level-3", params={"queries": 512})
     assert COMPONENTS[int(m["attack.winner"])] == "pairs-forward" and m["advantage"] >= 0.9
@@ -396,7 +396,7 @@ def test_discovery_reads_structure_without_hyperparameter_names():
 def main(argv: list[str]) -> None:
     """Print the canary × level table (advantage and winning component); ``--full`` on the
     default plan's mnist cell rather than the reduced one."""
-    from attacks.auto import COMPONENTS
+    from disguisebench.attacks.auto import COMPONENTS
 
     n = None if "--full" in argv else REDUCED
     names = list(CANARIES) + list(CONTROLS)

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import registry
-from benchmark.api import Data, PluginError
-from defenses._blocks import from_blocks, haar_orthogonal, to_blocks
+from disguisebench import registry
+from disguisebench.api import Data, PluginError
+from disguisebench.defenses._blocks import from_blocks, haar_orthogonal, to_blocks
 
 
 def digits(n=5, c=1, side=12, seed=0):

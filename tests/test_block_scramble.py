@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.api import Data, PluginError
-from defenses._blocks import to_blocks
-from defenses.block_scramble import BlockScramble
+from disguisebench.api import Data, PluginError
+from disguisebench.defenses._blocks import to_blocks
+from disguisebench.defenses.block_scramble import BlockScramble
 
 LE = dict(block_scramble=False, pixel_shuffle=True, split_bits=True, negative_positive="pixel",
           key_scope="shared")

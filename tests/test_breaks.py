@@ -11,10 +11,10 @@ import functools
 import pytest
 import torch
 
-from benchmark import registry, runner, scoring
-from benchmark.api import LABEL, LEVELS, UPLOAD, Attack, Data, PluginError, ThreatView
-from defenses._blocks import to_blocks
-from tasks.toy import Toy
+from disguisebench import registry, runner, scoring
+from disguisebench.api import LABEL, LEVELS, UPLOAD, Attack, Data, PluginError, ThreatView
+from disguisebench.defenses._blocks import to_blocks
+from disguisebench.tasks.toy import Toy
 
 
 class Strokes(Toy):
@@ -159,7 +159,7 @@ def test_neuracrypt_break_reidentifies_shuffled_patches():
 
 
 def test_view_grants_the_whole_upload_at_level_1_without_sources_or_withheld_labels():
-    from attacks._common import target_rows
+    from disguisebench.attacks._common import target_rows
 
     toy, splits, d, sc = cell("instahide", (("k", 2), ("encodings_per_image", 3)))
     assert UPLOAD in LEVELS["level-1"]

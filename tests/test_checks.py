@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import checks, registry
-from benchmark.api import Data, Defense
+from disguisebench import checks, registry
+from disguisebench.api import Data, Defense
 from tests.conftest import temporary_plugin
 
 

@@ -5,7 +5,7 @@ import sys
 
 import yaml
 
-from benchmark.cli import main
+from disguisebench.cli import main
 from tests.conftest import TOY_PLAN
 
 
@@ -30,7 +30,7 @@ def test_run_then_show(tmp_path, capsys):
 
 
 def test_bad_input_exits_non_zero_with_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "benchmark.cli", "run", "--db",
+    result = subprocess.run([sys.executable, "-m", "disguisebench.cli", "run", "--db",
                              str(tmp_path / "r.db"), "--defenses", "pixelat"],
                             capture_output=True, text=True)
     assert result.returncode == 2
@@ -47,8 +47,8 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from benchmark import cli, registry  # noqa: E402
-from benchmark.store import Store  # noqa: E402
+from disguisebench import cli, registry  # noqa: E402
+from disguisebench.store import Store  # noqa: E402
 from tests.conftest import temporary_plugin  # noqa: E402
 from tests.test_runner import Exploding  # noqa: E402
 
@@ -64,7 +64,7 @@ def _plan(tmp_path, **changes) -> str:
 
 def test_help_version_and_parsing_never_import_torch():
     code = ("import sys\n"
-            "from benchmark import cli\n"
+            "from disguisebench import cli\n"
             "cli.build_parser().parse_args(['run', 'p.yaml', '--levels', 'level-1', '--debug'])\n"
             "for argv in (['--help'], ['--version'], ['run', '--help'], ['list', '--help']):\n"
             "    try:\n"
@@ -102,8 +102,8 @@ def test_run_help_has_examples_levels_and_the_default_plan(capsys):
 
 
 def test_cli_constants_match_the_library():
-    from benchmark.api import LEVELS
-    from benchmark.store import DEFAULT_DB
+    from disguisebench.api import LEVELS
+    from disguisebench.store import DEFAULT_DB
 
     assert cli.LEVEL_NAMES == tuple(LEVELS) and cli.DEFAULT_DB == str(DEFAULT_DB)
 
@@ -199,7 +199,7 @@ def test_leaderboard_writes_beside_the_database_unless_told(tmp_path, capsys, mo
 
 
 def test_shipped_plans_are_named_from_the_records_plan_hash():
-    from benchmark import plan as plan_mod, report
+    from disguisebench import plan as plan_mod, report
     from tests import _records as R
 
     rec = R.utility(R.spec("defense", "none"), 0.9)
@@ -210,14 +210,14 @@ def test_shipped_plans_are_named_from_the_records_plan_hash():
 
 
 def test_list_reads_plugin_sources_without_torch_and_agrees_with_the_registry():
-    from benchmark import catalog
+    from disguisebench import catalog
 
     by_source = {(e.kind, e.name): e for e in catalog.read_sources()}
     by_import = {(kind, name): catalog.from_class(kind, name, registry.get(kind, name),
                                                   registry.origin(kind, name))
                  for kind in catalog.PACKAGES for name in registry.names(kind)}
     assert by_source == by_import
-    code = ("import sys\nfrom benchmark import cli\n"
+    code = ("import sys\nfrom disguisebench import cli\n"
             "assert cli.main(['list', '--long']) == 0 and cli.main(['list', 'block-rmt']) == 0\n"
             "print('torch' in sys.modules)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

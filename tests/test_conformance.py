@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from benchmark import registry, runner
-from benchmark.api import Attack, Data, Defense, Task
+from disguisebench import registry, runner
+from disguisebench.api import Attack, Data, Defense, Task
 
 DEFENSES = registry.names("defense")
 ATTACKS = registry.names("attack")
@@ -86,7 +86,7 @@ def test_task_conformance(name):
 @pytest.mark.parametrize("name", ATTACKS)
 def test_attack_conformance(name, toy_plan):
     """Every attack runs on the toy task at level 3, deterministically, with the right shape."""
-    from benchmark.api import LEVELS
+    from disguisebench.api import LEVELS
 
     task = registry.create("task", "toy", {"epochs": 2})
     splits = task.load(seed=0)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import plan as plan_mod
-from benchmark import registry, runner
-from benchmark.api import PluginError
-from benchmark.store import OK, Store
+from disguisebench import plan as plan_mod
+from disguisebench import registry, runner
+from disguisebench.api import PluginError
+from disguisebench.store import OK, Store
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -5,8 +5,8 @@ import logging
 import pytest
 import torch
 
-from benchmark import executors, runner
-from benchmark.store import Store
+from disguisebench import executors, runner
+from disguisebench.store import Store
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_ray_gives_the_in_process_records(tmp_path, toy_plan, one_thread):
 
 
 def test_new_attack_reuses_cached_models(tmp_path, toy_plan):
-    from benchmark import plan as plan_mod
+    from disguisebench import plan as plan_mod
 
     with Store(tmp_path / "r.db") as store:
         runner.run(plan_mod.override(toy_plan, attacks="template-match"), store)
@@ -53,7 +53,7 @@ def test_new_attack_reuses_cached_models(tmp_path, toy_plan):
 
 
 def test_cached_model_gives_the_trained_models_accuracy(tmp_path, toy_plan):
-    from benchmark import plan as plan_mod
+    from disguisebench import plan as plan_mod
 
     plan = plan_mod.override(toy_plan, attacks="template-match", levels="level-1")
     with Store(tmp_path / "a.db") as a:
@@ -68,7 +68,7 @@ def test_cached_model_gives_the_trained_models_accuracy(tmp_path, toy_plan):
 
 
 def test_corrupt_cache_file_is_detected_and_the_model_retrained(tmp_path, toy_plan, caplog):
-    from benchmark import plan as plan_mod
+    from disguisebench import plan as plan_mod
 
     plan = plan_mod.override(toy_plan, defenses="none", attacks="template-match",
                              levels="level-1")

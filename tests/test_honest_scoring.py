@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import baselines, leaderboard, plan as plan_mod, report, runner, scoring, stats
-from benchmark.api import LABEL, PUBLIC, TARGETS, Attack, NotApplicable
-from benchmark.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
+from disguisebench import baselines, leaderboard, plan as plan_mod, report, runner, scoring, stats
+from disguisebench.api import LABEL, PUBLIC, TARGETS, Attack, NotApplicable
+from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
 from tests import _records as R
 from tests.conftest import TOY_PLAN, temporary_plugin
 
@@ -107,7 +107,7 @@ def test_label_chance_is_the_public_only_classifier_on_the_same_images():
     m = scoring.score(LABEL, torch.tensor([0, 0, 0, 1, 1, 2, 0, 0]), truth)  # 6 of 8: the baseline
     assert m["success"] == 0.75 and m["advantage"] == 0.0
     # The runner's baseline: the task's model trained on public images only, on the gallery.
-    from tasks.toy import Toy
+    from disguisebench.tasks.toy import Toy
 
     task = Toy(epochs=3)
     splits = task.load(seed=0)

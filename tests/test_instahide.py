@@ -3,12 +3,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import plan as plan_mod
-from benchmark import runner, scoring
-from benchmark.api import Data, PluginError, Splits
-from benchmark.store import OK, Store
-from defenses.instahide import InstaHide, random_signs
-from tasks._base import train_classifier
+from disguisebench import plan as plan_mod
+from disguisebench import runner, scoring
+from disguisebench.api import Data, PluginError, Splits
+from disguisebench.store import OK, Store
+from disguisebench.defenses.instahide import InstaHide, random_signs
+from disguisebench.tasks._base import train_classifier
 
 
 def private(n: int = 12, c: int = 1, side: int = 6, seed: int = 0) -> Data:

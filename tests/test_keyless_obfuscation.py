@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.api import Data, PluginError
-from defenses.blur import Blur
-from defenses.pixelate import Pixelate
+from disguisebench.api import Data, PluginError
+from disguisebench.defenses.blur import Blur
+from disguisebench.defenses.pixelate import Pixelate
 
 
 def images(n: int = 3, c: int = 1, side: int = 8, seed: int = 0) -> Data:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from scipy.stats import beta
 
-from benchmark import leaderboard, plan as plan_mod, report, runner, scoring, stats
-from benchmark.api import KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack
-from benchmark.cli import main
-from benchmark.store import FAILED, NOT_APPLICABLE, Store
+from disguisebench import leaderboard, plan as plan_mod, report, runner, scoring, stats
+from disguisebench.api import KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack
+from disguisebench.cli import main
+from disguisebench.store import FAILED, NOT_APPLICABLE, Store
 from tests import _records as R
 from tests.conftest import TOY_PLAN, temporary_plugin
 

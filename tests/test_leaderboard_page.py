@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import leaderboard, report
+from disguisebench import leaderboard, report
 from tests import _records as R
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from benchmark.api import Data, PluginError
-from defenses.neuracrypt import NeuraCrypt
+from disguisebench.api import Data, PluginError
+from disguisebench.defenses.neuracrypt import NeuraCrypt
 
 
 def images(n: int = 5, c: int = 1, side: int = 8, seed: int = 0) -> Data:
@@ -80,7 +80,7 @@ def test_grid_shape_and_padding():
 
 
 def test_mnist_sized_encodings_fit_the_paper_cnn():
-    from tasks._models import build
+    from disguisebench.tasks._models import build
 
     data = Data(torch.rand(3, 1, 28, 28))
     out = NeuraCrypt().fit(data, seed=0).transform(data)

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from benchmark import owner, registry
-from benchmark.api import Data, PluginError
-from benchmark.cli import main
+from disguisebench import owner, registry
+from disguisebench.api import Data, PluginError
+from disguisebench.cli import main
 
 
 @pytest.fixture

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark import plan as plan_mod
-from benchmark.api import PluginError
-from benchmark.plan import PlanError
+from disguisebench import plan as plan_mod
+from disguisebench.api import PluginError
+from disguisebench.plan import PlanError
 
 
 def base(**extra):
@@ -81,7 +81,7 @@ def test_override_replaces_lists():
 
 
 def test_all_names_every_registered_attack():
-    from benchmark import registry
+    from disguisebench import registry
 
     plan = plan_mod.from_dict(base(attacks="all"))
     assert [s.name for s in plan.attacks] == registry.names("attack")

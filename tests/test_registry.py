@@ -4,9 +4,9 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from benchmark import registry
-from benchmark.api import Defense, PluginError
-from benchmark.registry import RegistryError
+from disguisebench import registry
+from disguisebench.api import Defense, PluginError
+from disguisebench.registry import RegistryError
 from tests.conftest import temporary_plugin
 
 
@@ -38,7 +38,7 @@ def test_name_collision_names_both_sides():
         def __init__(self) -> None:
             pass
 
-    with pytest.raises(RegistryError, match=r"registered twice: by defenses\.pixelate\.Pixelate "
+    with pytest.raises(RegistryError, match=r"registered twice: by disguisebench\.defenses\.pixelate\.Pixelate "
                                             r"and by .*Other"):
         registry.register("pixelate")(Other)
 
@@ -72,7 +72,7 @@ def test_entry_point_plugins_are_registered(monkeypatch):
 
 
 def test_in_tree_import_error_propagates(monkeypatch, tmp_path):
-    import defenses
+    from disguisebench import defenses
 
     bad = tmp_path / "broken_defense.py"
     bad.write_text("raise ImportError('missing dependency xyz')\n")

@@ -14,11 +14,11 @@ import pytest
 import torch
 import yaml
 
-from benchmark import plan as plan_mod
-from benchmark import runner
-from benchmark.api import Attack, Data, PluginError, REIDENTIFY, TARGETS
-from benchmark.cli import main
-from benchmark.store import Record, Store, StoreError
+from disguisebench import plan as plan_mod
+from disguisebench import runner
+from disguisebench.api import Attack, Data, PluginError, REIDENTIFY, TARGETS
+from disguisebench.cli import main
+from disguisebench.store import Record, Store, StoreError
 from tests.conftest import TOY_PLAN, temporary_plugin
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,7 +143,7 @@ def test_newer_schema_is_refused(db, capsys):
 
 
 def test_older_schema_is_migrated_keeping_records(db, monkeypatch):
-    from benchmark import store as store_mod
+    from disguisebench import store as store_mod
 
     def add_note_column(con):
         con.execute("ALTER TABLE records ADD COLUMN note TEXT")
@@ -174,7 +174,7 @@ def images(values: torch.Tensor) -> Data:
     (torch.zeros(2, 1, 4, 4, dtype=torch.float64), "expected float32 pixels in [0, 1], got dtype"),
 ])
 def test_bad_images_are_named(x, expected):
-    from benchmark import registry
+    from disguisebench import registry
 
     with pytest.raises(PluginError) as err:
         registry.create("defense", "block-rmt", {"block": 2}).fit(images(x), seed=0)
@@ -286,7 +286,7 @@ def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(tmp_
     salt = tmp_path / "whole.db.salt"  # one salt: the killed run must reproduce the whole one
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for kill_at in (1, 8, 15):
-        proc = subprocess.Popen([sys.executable, "-m", "benchmark.cli", "run", str(plan),
+        proc = subprocess.Popen([sys.executable, "-m", "disguisebench.cli", "run", str(plan),
                                  "--db", str(db), "--salt-file", str(salt)], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
@@ -295,7 +295,7 @@ def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(tmp_
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert count_records(db) >= kill_at
-    subprocess.run([sys.executable, "-m", "benchmark.cli", "run", str(plan), "--db", str(db),
+    subprocess.run([sys.executable, "-m", "disguisebench.cli", "run", str(plan), "--db", str(db),
                     "--salt-file", str(salt)], cwd=ROOT, env=env, check=True, capture_output=True)
     with Store(db, salt_file=salt) as store:
         got = {r.key: (r.status, r.metrics) for r in store.records()}

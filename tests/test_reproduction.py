@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark import reproduction
-from benchmark.store import Store
+from disguisebench import reproduction
+from disguisebench.store import Store
 from tests._records import NONE, attack, record, spec, utility
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import plan as plan_mod
-from benchmark import runner
-from benchmark.api import LABEL, MODEL, ORACLE, TARGETS, Attack, Data, Defense
-from benchmark.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
+from disguisebench import plan as plan_mod
+from disguisebench import runner
+from disguisebench.api import LABEL, MODEL, ORACLE, TARGETS, Attack, Data, Defense
+from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
 from tests.conftest import TOY_PLAN, temporary_plugin
 
 SALT = b"test salt, not secret".ljust(32, b".")
@@ -124,7 +124,7 @@ def test_attack_needing_more_than_the_level_is_not_applicable(tmp_path):
 
 
 def test_scenario_targets_gallery_and_known_pairs_are_consistent():
-    from benchmark.api import Splits
+    from disguisebench.api import Splits
 
     gen = torch.Generator().manual_seed(0)
     train = Data(torch.rand(200, 1, 4, 4, generator=gen), torch.arange(200) % 3)

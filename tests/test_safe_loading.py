@@ -54,8 +54,8 @@ def test_cifar_batches_refuse_code_carrying_pickles(tmp_path):
 
     import pytest
 
-    from benchmark.api import PluginError
-    from tasks.cifar10 import read_batches
+    from disguisebench.api import PluginError
+    from disguisebench.tasks.cifar10 import read_batches
 
     class Evil:
         def __reduce__(self):

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import scoring
-from benchmark.api import PluginError
-from benchmark.scoring import Truth
+from disguisebench import scoring
+from disguisebench.api import PluginError
+from disguisebench.scoring import Truth
 
 
 def test_advantage_scale():

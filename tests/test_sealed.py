@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark import plan as plan_mod
-from benchmark import runner
-from benchmark.api import DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, Attack, Data, Defense
-from benchmark.cache import ModelCache
-from benchmark.store import FAILED, OK, REFUSED, Record, Store, derive_key
+from disguisebench import plan as plan_mod
+from disguisebench import runner
+from disguisebench.api import DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, Attack, Data, Defense
+from disguisebench.cache import ModelCache
+from disguisebench.store import FAILED, OK, REFUSED, Record, Store, derive_key
 from tests.conftest import TOY_PLAN, temporary_plugin
 
 # The sealed harness is judged by records of a real (toy) run; template matching breaks the
@@ -260,7 +260,7 @@ class SeedRederive(_Reid):
     name = "zoo-seed-rederive"
 
     def run(self, view, *, seed):
-        from benchmark.plan import spec_hash
+        from disguisebench.plan import spec_hash
 
         task = {"name": view.task.name, "params": view.task.get_params()}
         defense = {"name": view.defense.name, "params": view.defense.get_params()}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from benchmark import plan as plan_mod
-from benchmark import runner
-from benchmark.store import Store
+from disguisebench import plan as plan_mod
+from disguisebench import runner
+from disguisebench.store import Store
 from tests.conftest import TOY_PLAN
 
 
@@ -41,7 +41,7 @@ def key_material(defense) -> tuple[list[str], list[bytes]]:
 
 
 def test_run_leaks_no_key_material(tmp_path, caplog):
-    from benchmark import leaderboard, report
+    from disguisebench import leaderboard, report
 
     raw = {**TOY_PLAN, "levels": ["level-1", "level-2"],
            "defenses": [{"block-rmt": {"block": 4, "sigma": 10}}],

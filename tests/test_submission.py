@@ -15,7 +15,7 @@ EXAMPLE = ROOT / "examples" / "external-defense"
 
 
 def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "benchmark.cli", *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "disguisebench.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import registry
-from benchmark.api import PluginError
+from disguisebench import registry
+from disguisebench.api import PluginError
 
 
 def test_mnist_loads_real_embedded_digits_into_disjoint_splits():
@@ -53,7 +53,7 @@ def test_faces_are_100_faces_and_100_non_faces():
 
 
 def test_resnet_is_adapted_to_32x32_and_downloads_nothing():
-    from tasks import _models
+    from disguisebench.tasks import _models
 
     torch.manual_seed(0)
     model = _models.build("resnet", (3, 32, 32), 10)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmark.api import Data, Defense, check_choice
+from disguisebench.api import Data, Defense, check_choice
 
 
 class PixelShuffle(Defense):

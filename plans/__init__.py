@@ -1,0 +1,1 @@
+"""The shipped plans, package data read through importlib.resources."""
