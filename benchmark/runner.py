@@ -738,6 +738,8 @@ def run(plan: Plan, store: Store, *, progress: bool = False, verbose: bool = Fal
     work = list(pending(plan, store))
     summary.skipped = sum(already for _, _, already in work)
     todo_cells = [(cell, todo) for cell, todo, _ in work if todo]
+    if todo_cells:
+        sandbox.context()  # the fork server preloads plugins while the tasks load
     preflight(plan, todo_cells, store.salt)
 
     bar = _Progress(todo_cells, progress)
