@@ -466,21 +466,12 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
                 record(job, status, metrics, meta, job.attack.build().goal, _error(err))
 
     start = time.perf_counter()
-    try:
-        task: Task = cell.task.build()
-        defense: Defense = cell.defense.build()
-        splits = task.load(seed=seeds["data"])
-    except KeyboardInterrupt:
-        raise
-    except Exception as err:  # a plugin that raises is recorded, and the run goes on
-        log.warning("cell %s / %s / seed %d failed: %s", cell.task, cell.defense, cell.seed,
-                    _error(err))
-        fail_all(FAILED, err, {"wall_seconds": time.perf_counter() - start})
-        return
-
     host = None
     try:
         try:
+            task: Task = cell.task.build()
+            defense: Defense = cell.defense.build()
+            splits = task.load(seed=seeds["data"])
             host = sandbox.DefenseHost(type(defense), defense.get_params(), splits.public,
                                        chunk_seed=seeds["chunks"], protected=protected,
                                        threads=threads, epochs=task_epochs(task))

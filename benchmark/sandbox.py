@@ -30,7 +30,9 @@ sandbox starts in milliseconds.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
+import json
 import logging
 import multiprocessing
 import os
@@ -44,6 +46,7 @@ from typing import Any
 import torch
 
 from disguisebench.api import Data, Defense, NotApplicable, PluginError, ThreatView
+from disguisebench.cache import data_digest
 
 log = logging.getLogger("disguisebench")
 
@@ -297,8 +300,6 @@ def _check_output(out: Any, n_in: int, shape: tuple[int, ...], what: str,
 def distinct_encodings(encodings: dict[int, Data]) -> Data:
     """Per-epoch encodings as one upload: each distinct encoding once, in epoch order, with the
     plaintext rows each came from (``source``) kept."""
-    from disguisebench.cache import data_digest
-
     seen, parts = set(), []
     for epoch in sorted(encodings):
         enc = encodings[epoch]
@@ -328,6 +329,7 @@ class DefenseHost:
         self.cls, self.name = cls, getattr(cls, "name", cls.__name__)
         self.epochs = max(1, int(epochs))
         self._chunks = random.Random(chunk_seed)
+        self._rows = torch.Generator().manual_seed(chunk_seed)
         self._pool = pool
         self._mixes = bool(getattr(cls, "mixes_images", False))
         self._shapes: dict[tuple, tuple] = {}
@@ -380,8 +382,7 @@ class DefenseHost:
         pool = self._pool
         if pool.image_shape != data.image_shape or len(pool) == 0:
             return None
-        rows = torch.tensor([self._chunks.randrange(len(pool)) for _ in range(count)],
-                            dtype=torch.long)
+        rows = torch.randint(len(pool), (count,), generator=self._rows)
         if data.y is None:
             return Data(pool.x[rows])
         if pool.y is None:
@@ -408,7 +409,7 @@ class DefenseHost:
             chunk = data[start:start + real]
             fill = self._fillers(chunk, size - real) if size > real else None
             if fill is not None:
-                order = torch.tensor(self._chunks.sample(range(size), size), dtype=torch.long)
+                order = torch.randperm(size, generator=self._rows)
                 x = torch.cat([chunk.x, fill.x])[order]
                 y = None if chunk.y is None else torch.cat([chunk.y, fill.y])[order]
                 request = Data(x, y)
@@ -571,22 +572,12 @@ _TRAINED_MAX = 8
 
 
 def _train_for_attack(task_cls: type, kwargs: dict[str, Any]) -> Any:
-    import copy
-    import hashlib
-    import json
-
     data: Data = kwargs["data"]
     if not isinstance(data, Data):
         raise PluginError("train needs Data")
-    h = hashlib.sha256(json.dumps([task_cls.__module__, task_cls.__qualname__, kwargs["params"],
-                                   kwargs["seed"], kwargs["num_classes"]], sort_keys=True,
-                                  default=str).encode())
-    for t in (data.x, data.y):
-        if t is not None:
-            t = t.contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    key = h.hexdigest()
+    recipe = json.dumps([task_cls.__module__, task_cls.__qualname__, kwargs["params"],
+                         kwargs["seed"], kwargs["num_classes"]], sort_keys=True, default=str)
+    key = recipe + "/" + data_digest(data.x, data.y)
     if key not in _TRAINED:
         task = _build(task_cls, kwargs["params"])
         model = task.train(data, seed=kwargs["seed"], num_classes=kwargs["num_classes"])
