@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import itertools
 from collections.abc import Iterator
 
 import pytest
 
 from disguisebench import plan as plan_mod
 from disguisebench import registry
+from disguisebench import store as store_mod
 
 TOY_PLAN = {
     "name": "toy",
@@ -36,3 +39,21 @@ def temporary_plugin(name: str, cls: type) -> Iterator[type]:
     finally:
         registry._registry[kind].pop(name, None)
         registry._origin.pop((kind, name), None)
+
+
+@pytest.fixture(autouse=True)
+def reproducible_salts(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """New databases in a test draw their salts from the test's name, not the operating system.
+
+    Keys, splits and targets derive from the salt, so a test that trains or attacks gets the same
+    numbers on every run of the suite; each new database of a test still gets its own salt.
+    """
+    counter = itertools.count()
+
+    class Secrets:
+        @staticmethod
+        def token_bytes(n: int) -> bytes:
+            seed = f"{request.node.nodeid}:{next(counter)}".encode()
+            return hashlib.shake_256(seed).digest(n)
+
+    monkeypatch.setattr(store_mod, "secrets", Secrets)

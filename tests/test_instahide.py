@@ -162,8 +162,8 @@ def test_training_asks_for_every_epoch_including_the_first():
 def test_runner_trains_on_soft_labels_and_scores_mixed_targets(tmp_path):
     plan = plan_mod.from_dict({
         "name": "instahide", "seeds": [0], "n_targets": 20, "n_known": 10, "levels": ["level-1"],
-        "tasks": [{"toy": {"epochs": 3, "model": "paper-cnn"}}],
-        "defenses": [{"instahide": {"encodings_per_image": 3}}],
+        "tasks": [{"toy": {"epochs": 6, "model": "paper-cnn"}}],
+        "defenses": [{"instahide": {"k": 2, "encodings_per_image": 3}}],
         "attacks": ["template-match"],
     })
     with Store(tmp_path / "r.db") as store:
@@ -173,7 +173,9 @@ def test_runner_trains_on_soft_labels_and_scores_mixed_targets(tmp_path):
     by_attack = {(r.defense["name"], None if r.attack is None else r.attack["name"]): r
                  for r in records}
     utility = by_attack[("instahide", None)]
-    assert utility.status == OK and utility.metrics["accuracy"] > 0.4  # 4 classes: chance 0.25
+    # Sign-flipped mixtures against plain test images learn slowly: over 16 keys and splits this
+    # setting gave 0.41 to 0.78, where 4 classes give 0.25 by chance (0.31 for the largest class).
+    assert utility.status == OK and utility.metrics["accuracy"] > 0.35
     assert by_attack[("instahide", "template-match")].status == OK
 
 

@@ -122,6 +122,29 @@ class DecoyByInstances(_Gaming):
         return self.owner_
 
 
+class DecoyByContent(Defense):
+    """Images it was fitted on are the public pool, so an attacker's: noise for those, the
+    scramble for any other image (the owner's)."""
+
+    name = "zoo-decoy-content"
+    keyless = True
+
+    @staticmethod
+    def _digests(x: torch.Tensor) -> list[bytes]:
+        return [hashlib.sha256(row.numpy().tobytes()).digest() for row in x]
+
+    def _fit(self, data, rng, public):
+        self.seen_ = set(self._digests(data.x))
+        if public is not None:
+            self.seen_ |= set(self._digests(public.x))
+
+    def _transform(self, data, *, epoch):
+        attacker = torch.tensor([d in self.seen_ for d in self._digests(data.x)])
+        x = scramble(data.x)
+        x[attacker] = noise(data).x[attacker]
+        return Data(x, data.y)
+
+
 class NaNAtScale(Defense):
     """The identity, with one NaN pixel per image in batches larger than 64."""
 
@@ -157,7 +180,8 @@ class RefuseAttackers(Defense):
         return Data(data.x.clone(), data.y)
 
 
-GAMING = [BaitAndSwitch, DecoyByArguments, DecoyByStack, DecoyByBatchSize, DecoyByInstances]
+GAMING = [BaitAndSwitch, DecoyByArguments, DecoyByStack, DecoyByBatchSize, DecoyByInstances,
+          DecoyByContent]
 
 
 def run_plan(tmp_path: Path, defenses: list, attacks: list, levels=("level-1",),
