@@ -34,6 +34,7 @@ import copy
 import io
 import json
 import logging
+import math
 import multiprocessing
 import os
 import pickle
@@ -43,6 +44,7 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy
 import torch
 
 from disguisebench.api import Data, Defense, NotApplicable, PluginError, ThreatView
@@ -50,8 +52,9 @@ from disguisebench.cache import data_digest
 
 log = logging.getLogger("disguisebench")
 
-# Largest request a defense host gets; sizes are drawn uniformly from [1, MAX_CHUNK], each request
-# holding between 1 and all of its rows from the caller and public images for the rest.
+# Largest request a defense host gets; sizes are drawn uniformly from [1, MAX_CHUNK], whoever asks
+# and however much they ask for; each request holds between half and all of its rows from the
+# caller (fewer when the caller has fewer left) and public images for the rest.
 MAX_CHUNK = 512
 # Clone hosts one attack may hold at once (each is a process).
 MAX_HOSTS = 64
@@ -102,8 +105,17 @@ def decode(obj: Any) -> Any:
         _, dtype, shape, raw = obj
         if dtype not in _DTYPES or not isinstance(raw, bytes):
             raise SandboxError(f"a plugin process sent a tensor of dtype {dtype!r}")
-        t = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
-        return t.view(getattr(torch, dtype)).reshape(shape).clone()
+        kind = getattr(torch, dtype)
+        if not (isinstance(shape, tuple) and all(type(v) is int and v >= 0 for v in shape)):
+            raise SandboxError(f"a plugin process sent a tensor of shape {shape!r}")
+        if len(raw) != math.prod(shape) * kind.itemsize:
+            raise SandboxError(f"a plugin process sent {len(raw)} bytes for a tensor of shape "
+                               f"{shape} and dtype {dtype}")
+        t = torch.empty(shape, dtype=kind)
+        flat = t.reshape(-1).view(torch.uint8)
+        if raw:
+            flat.numpy()[:] = numpy.frombuffer(raw, dtype=numpy.uint8)  # one copy, aligned
+        return t
     if isinstance(obj, tuple) and len(obj) == 4 and obj[0] == _DATA:
         x, y, source = (decode(v) for v in obj[1:])
         if not isinstance(x, torch.Tensor):
@@ -134,6 +146,13 @@ def receive(conn: Any) -> Any:
 
 def send_plain(conn: Any, obj: Any) -> None:
     conn.send_bytes(pickle.dumps(encode(obj), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def send_copy(conn: Any, obj: Any) -> None:
+    """Send ``obj`` to a plugin process by value. ``Connection.send`` would move a tensor's memory
+    into shared memory and map it there, so a plugin could write into the driver's tensors (the
+    public pool, the training set)."""
+    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -177,14 +196,21 @@ def _without_main() -> Iterator[None]:
 
 
 def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
-    """A plugin process running ``target(conn, *args)``, and the driver's end of its pipe."""
+    """A plugin process running ``target(conn, *args)``, and the driver's end of its pipe. The
+    arguments travel by value (see ``send_copy``)."""
     ctx = context()
     conn, child = ctx.Pipe()
-    proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+    blob = pickle.dumps((target, args), protocol=pickle.HIGHEST_PROTOCOL)
+    proc = ctx.Process(target=_unpack, args=(child, blob), daemon=True)
     with _without_main():
         proc.start()
     child.close()
     return proc, conn
+
+
+def _unpack(conn: Any, blob: bytes) -> None:
+    target, args = pickle.loads(blob)
+    target(conn, *args)
 
 
 def _seal(protected: Iterable[str], threads: int) -> None:
@@ -360,7 +386,7 @@ class DefenseHost:
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         try:
-            self._conn.send((method, kwargs))
+            send_copy(self._conn, (method, kwargs))
         except (BrokenPipeError, OSError):
             raise DefenseFault(f"{self.name}.{method}: the defense's process exited") from None
         return self._answer(method)
@@ -405,7 +431,7 @@ class DefenseHost:
         parts, start = [], 0
         while start < len(data):
             size = self._chunks.randint(1, MAX_CHUNK)
-            real = min(len(data) - start, self._chunks.randint(1, size))
+            real = min(len(data) - start, self._chunks.randint((size + 1) // 2, size))
             chunk = data[start:start + real]
             fill = self._fillers(chunk, size - real) if size > real else None
             if fill is not None:
@@ -447,7 +473,7 @@ class DefenseHost:
 
     def close(self) -> None:
         try:
-            self._conn.send(None)
+            send_copy(self._conn, None)
         except (BrokenPipeError, OSError):
             pass
         self._proc.join(timeout=5)
@@ -707,12 +733,12 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
             if kind == "request":
                 _, op, kwargs = message
                 try:
-                    conn.send(("ok", serve(op, kwargs)))
+                    send_copy(conn, ("ok", serve(op, kwargs)))
                 except DefenseFault as err:
                     refusal = refusal or str(err)
-                    conn.send(("fault", str(err)))
+                    send_copy(conn, ("fault", str(err)))
                 except PluginError as err:
-                    conn.send(("fault", str(err)))
+                    send_copy(conn, ("fault", str(err)))
             elif kind == "done":
                 _, prediction, report = message
                 return AttackOutcome(prediction, report, None, refusal, queries)

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from disguisebench import plan as plan_mod
-from disguisebench import runner
+from disguisebench import runner, sandbox
 from disguisebench.api import DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, Attack, Data, Defense
 from disguisebench.cache import ModelCache
 from disguisebench.store import FAILED, OK, REFUSED, Record, Store, derive_key
@@ -143,6 +143,29 @@ class DecoyByContent(Defense):
         x = scramble(data.x)
         x[attacker] = noise(data).x[attacker]
         return Data(x, data.y)
+
+
+class Vandal(Defense):
+    """Writes into every tensor it is handed: its fit images, the public images, each batch."""
+
+    name = "zoo-vandal"
+    keyless = True
+
+    def _fit(self, data, rng, public):
+        data.x.zero_()
+        if public is not None:
+            public.x.zero_()
+
+    def _transform(self, data, *, epoch):
+        data.x.fill_(7.0)
+        return Data(data.x.clone(), data.y)
+
+
+class MixingVandal(Vandal):
+    """The same, getting whole batches (a defense that mixes images does)."""
+
+    name = "zoo-mixing-vandal"
+    mixes_images = True
 
 
 class NaNAtScale(Defense):
@@ -441,3 +464,18 @@ def test_salt_is_secret_and_reproduces(tmp_path, toy_plan):
     (tmp_path / "a.db.salt").unlink()
     with pytest.raises(Exception, match="salt"):
         Store(tmp_path / "a.db")
+
+
+@pytest.mark.parametrize("cls", [Vandal, MixingVandal], ids=lambda c: c.name)
+def test_a_defense_cannot_write_into_the_drivers_tensors(cls):
+    # Tensors handed to a plugin process travel by value: shared memory would let a defense
+    # rewrite the public pool every attack learns from, or the owner's images behind the truth.
+    gen = torch.Generator().manual_seed(0)
+    pool = Data(torch.rand(50, 1, 8, 8, generator=gen), torch.randint(3, (50,), generator=gen))
+    train = Data(torch.rand(700, 1, 8, 8, generator=gen), torch.randint(3, (700,), generator=gen))
+    before = (pool.x.clone(), train.x.clone())
+    with sandbox.DefenseHost(cls, {}, pool, chunk_seed=0, protected=[], threads=1) as host:
+        host.fit(seed=1)
+        out = host.transform(train)
+    assert torch.equal(pool.x, before[0]) and torch.equal(train.x, before[1])
+    assert bool((out.x == 7.0).all())  # the defense did run, on its own copies
