@@ -24,6 +24,7 @@ from torch import Tensor
 
 from disguisebench.attacks._common import _fingerprint, own_key, sub_seed
 from disguisebench.api import Data, Defense, NotApplicable
+from disguisebench.blocks import to_blocks
 
 log = logging.getLogger("disguisebench")
 
@@ -387,9 +388,8 @@ class _Prober:
 
 
 def _blocks(x: Tensor, k: int) -> Tensor:
-    n, c, h, w = x.shape
-    return (x.reshape(n, c, h // k, k, w // k, k).permute(0, 2, 4, 1, 3, 5)
-             .reshape(n, (h // k) * (w // k), c, k, k))
+    """(N, C, H, W) -> (N, P, C, k, k): every block with its channels together."""
+    return to_blocks(x, k).transpose(1, 2)
 
 
 def _sorted_values(x: Tensor, k: int) -> Tensor:

@@ -12,8 +12,8 @@ from disguisebench.attacks._discovery import discover
 from disguisebench.api import (
     DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack, NotApplicable, PluginError,
     ThreatView, check_number)
+from disguisebench.blocks import from_blocks, pad_to_blocks, to_blocks
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import from_blocks, pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
 

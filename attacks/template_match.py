@@ -12,8 +12,8 @@ from disguisebench.attacks._discovery import discover
 from disguisebench.api import (
     DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense, NotApplicable,
     ThreatView, check_choice)
+from disguisebench.blocks import to_blocks
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import to_blocks
 
 log = logging.getLogger("disguisebench")
 

@@ -14,12 +14,15 @@ import dataclasses
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import torch
 from torch import Tensor, nn
 
 from disguisebench.errors import PluginError  # noqa: F401 (re-exported: plugins import it here)
+
+if TYPE_CHECKING:
+    from disguisebench.blocks import BlockLayout
 
 # Capabilities an attack can be granted (docs/design.md, "Threat levels"). The runner builds a
 # ThreatView holding exactly the ones the threat level grants and the attack declares.
@@ -244,6 +247,13 @@ class Defense(Plugin):
     def output_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
         """The (C, H, W) of disguised images; defenses that change it override this."""
         return tuple(image_shape)  # type: ignore[return-value]
+
+    def block_layout(self, image_shape: tuple[int, int, int]) -> BlockLayout | None:
+        """How a block-wise defense cuts images of ``image_shape`` (C, H, W), computed from its
+        hyperparameters: block side, grid, disguised block side, how blocks move
+        (``disguisebench.blocks.BlockLayout``). None (the default) for a defense that is not
+        block-wise or does not say; attacks then learn the structure by probing the clone."""
+        return None
 
     def test_inputs(self, data: Data) -> Data:
         """What the owner feeds the trained model at test time: the disguised test images, or,
