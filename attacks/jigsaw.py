@@ -270,8 +270,7 @@ class Jigsaw(Attack):
             return found.rotate, found.invert
         return self.orientations in ("rotate", "both"), self.orientations in ("invert", "both")
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         defense = view.require(DEFENSE)
         public = view.require(PUBLIC).x
         lay = layout(defense, self.name, public)

@@ -82,8 +82,7 @@ class KnownPairRegression(Attack):
         # No unit smaller than the image: fit every pixel position on its own.
         return found.unit if found.found and found.unit < min(plain.shape[-2:]) else 1
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         view.require(KNOWN_PAIRS)
         k = self._block_size(view)
         pairs = owner_pairs(view)

@@ -126,8 +126,7 @@ class NeuraCryptBreak(Attack):
                                 f"{grid} grid from images of size {(h, w)}")
         return h // grid[0], False  # one pixel per patch for a defense that keeps the size
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         targets = view.require(TARGETS).x
         gallery = view.require(GALLERY)
         public = view.require(PUBLIC).x

@@ -179,8 +179,7 @@ class RMTMomentAttack(Attack):
         sy = sy - noise_rows if isinstance(noise_rows, Tensor) else sy
         return polar(solve(fx, fy, sx, sy, orthogonal_weight=self.orthogonal_weight))
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         lay = layout(view.require(DEFENSE), self.name, view.require(PUBLIC).x)
         k = lay.block
         targets = view.require(TARGETS)

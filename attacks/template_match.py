@@ -118,8 +118,7 @@ class TemplateMatch(Attack):
                  best_score)
         return best
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         gallery = Data(view.require(GALLERY))
         defense: Defense = view.require(DEFENSE)
         found = discover(defense, gallery.x)

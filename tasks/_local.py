@@ -35,7 +35,12 @@ def not_found(name: str, folder: Path, expected: str, obtain: str) -> PluginErro
 
 
 class LocalTask(ClassificationTask):
-    """Base for tasks whose images sit in a local folder; subclasses implement ``_pools``."""
+    """Base for tasks whose images sit in a local folder; subclasses implement ``_pools``.
+
+    Args:
+        data_dir: data folder (null: $DISGUISEBENCH_DATA, else ./data).
+        download: fetch the files with torchvision (or scikit-learn) when they are missing.
+    """
 
     def __init__(self, *, data_dir: str | None = None, download: bool = False,
                  model: str = "paper-cnn", epochs: int = 10, batch_size: int = 128,
