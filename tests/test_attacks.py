@@ -14,7 +14,7 @@ from disguisebench import registry, runner, scoring
 from disguisebench.api import GALLERY, LABEL, LEVELS, MODEL, TARGETS, Attack, Data, PluginError
 from disguisebench.store import FAILED, OK, Store
 from disguisebench.tasks.toy import Toy
-from tests.conftest import TOY_PLAN, temporary_plugin
+from tests.conftest import TOY_PLAN
 
 
 class Memorize(Toy):
@@ -150,7 +150,7 @@ class GalleryLabels(Attack):
     def __init__(self, finite: bool = True) -> None:
         self.finite = finite
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         assert view.targets.y is None  # labels stay withheld
         self.report_ = {"answer": 1.5 if self.finite else math.nan}
         return view.task.predict(view.model, view.gallery).argmax(1)
@@ -159,7 +159,7 @@ class GalleryLabels(Attack):
 def test_runner_scores_gallery_labels_and_stores_reports(tmp_path):
     raw = {**TOY_PLAN, "defenses": ["none"], "levels": ["level-1"],
            "attacks": ["gallery-labels", {"gallery-labels": {"finite": False}}]}
-    with temporary_plugin("gallery-labels", GalleryLabels):
+    with registry.temporary("gallery-labels", GalleryLabels):
         with Store(tmp_path / "r.db") as store:
             runner.run(plan_mod.from_dict(raw), store)
             recs = {r.attack["params"]["finite"]: r for r in store.records() if r.attack}

@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from disguisebench import baselines, leaderboard, plan as plan_mod, report, runner, scoring, stats
+from disguisebench import (baselines, leaderboard, plan as plan_mod, registry, report, runner,
+                           scoring, stats)
 from disguisebench.api import LABEL, PUBLIC, TARGETS, Attack, NotApplicable
 from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
 from tests import _records as R
-from tests.conftest import TOY_PLAN, temporary_plugin
+from tests.conftest import TOY_PLAN
 
 
 def boards(records):
@@ -192,14 +193,14 @@ class BlockOnly(Attack):
     goal = "reidentify"
     needs = frozenset({TARGETS, PUBLIC})
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         raise NotApplicable("block-only: needs a block-wise disguise")
 
 
 def test_an_attack_that_does_not_apply_to_a_defense_is_not_applicable_not_failed(tmp_path):
     raw = {**TOY_PLAN, "tasks": [{"toy": {"epochs": 1}}], "defenses": ["none"],
            "levels": ["level-1"], "attacks": ["block-only"]}
-    with temporary_plugin("block-only", BlockOnly):
+    with registry.temporary("block-only", BlockOnly):
         with Store(tmp_path / "r.db") as store:
             runner.run(plan_mod.from_dict(raw), store)
             recs = [r for r in store.records() if r.attack]

@@ -7,7 +7,6 @@ import pytest
 from disguisebench import registry
 from disguisebench.api import Defense, PluginError
 from disguisebench.registry import RegistryError
-from tests.conftest import temporary_plugin
 
 
 def test_in_tree_plugins_are_found_without_any_setup():
@@ -89,5 +88,5 @@ def test_kebab_case_enforced():
             pass
 
     with pytest.raises(RegistryError, match="must be kebab-case"):
-        with temporary_plugin("Bad_Name", Bad):
+        with registry.temporary("Bad_Name", Bad):
             pass

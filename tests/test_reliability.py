@@ -15,11 +15,11 @@ import torch
 import yaml
 
 from disguisebench import plan as plan_mod
-from disguisebench import runner
+from disguisebench import registry, runner
 from disguisebench.api import Attack, Data, PluginError, REIDENTIFY, TARGETS
 from disguisebench.cli import main
 from disguisebench.store import Record, Store, StoreError
-from tests.conftest import TOY_PLAN, temporary_plugin
+from tests.conftest import TOY_PLAN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,8 +174,6 @@ def images(values: torch.Tensor) -> Data:
     (torch.zeros(2, 1, 4, 4, dtype=torch.float64), "expected float32 pixels in [0, 1], got dtype"),
 ])
 def test_bad_images_are_named(x, expected):
-    from disguisebench import registry
-
     with pytest.raises(PluginError) as err:
         registry.create("defense", "block-rmt", {"block": 2}).fit(images(x), seed=0)
     assert expected in str(err.value)
@@ -208,7 +206,7 @@ class WrongShape(Attack):
     def __init__(self) -> None:
         pass
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         return torch.zeros(len(view.targets) - 1, dtype=torch.long)
 
 
@@ -221,7 +219,7 @@ class NaNReconstruction(Attack):
     def __init__(self) -> None:
         pass
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         return torch.full_like(view.targets.x, float("nan"))
 
 
@@ -233,7 +231,7 @@ class NaNReconstruction(Attack):
 ])
 def test_misbehaving_attack_is_recorded_failed(tmp_path, name, cls, expected):
     raw = {**TOY_PLAN, "levels": ["level-1"], "defenses": ["none"], "attacks": [name]}
-    with temporary_plugin(name, cls):
+    with registry.temporary(name, cls):
         with Store(tmp_path / "r.db") as store:
             runner.run(plan_mod.from_dict(raw), store)
             (rec,) = [r for r in store.records() if r.attack]
