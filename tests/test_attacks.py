@@ -112,8 +112,6 @@ def test_learned_inversion_linear_stage_inverts_rmt_from_oracle_pairs():
 def test_class_membership_reports_spread_against_its_baseline():
     _, m = attack_on("class-membership", "level-1")
     assert m["attack.max_entropy"] == 2.0
-    for key in ("entropy", "baseline_entropy"):
-        assert 0 <= m[f"attack.{key}"] <= 2.0
     assert m["attack.entropy"] < 0.5  # a plaintext-trained model concentrates each class
     # The baseline is trained with the task's recipe: it classifies, not just concentrates.
     assert m["attack.baseline_accuracy"] > 0.8 and m["attack.baseline_entropy"] < 1.0
@@ -183,7 +181,8 @@ def test_gallery_truth_has_one_label_per_gallery_image():
 def test_shadow_label_reports_its_probe_against_an_untrained_network():
     _, plain = attack_on("shadow-label", "level-1", attack_params={"shadows": 0})
     assert plain["attack.probe_owner"] >= 0.9
-    assert 0 <= plain["attack.probe_untrained"] <= 1
+    # any network's outputs carry some class information; the owner's model adds to it
+    assert plain["attack.probe_untrained"] < plain["attack.probe_owner"]
 
 
 def test_a_model_trained_on_the_same_data_and_seed_is_reused_not_retrained(monkeypatch):

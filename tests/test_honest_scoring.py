@@ -243,11 +243,15 @@ def test_upload_match_catches_an_undisguised_or_keyless_upload():
                                          ("shadow-membership", {"epochs": 1}),
                                          ("upload-match", {})])
 def test_shadow_and_matching_attacks_map_instahide_rows_to_their_sources(name, params):
-    from tests.test_attacks import attack_on
+    from tests.test_attacks import attack_on, cell
 
+    scenario = cell("instahide")[4]
     for level in ("level-1", "level-3"):
         attack, m = attack_on(name, level, "instahide", attack_params=params)
-        assert 0.0 <= m["advantage"] <= 1.0
+        # one prediction per plaintext image, not per disguised row
+        scored = m["scores"] if attack.goal == "membership" else m["per_target"]
+        assert len(scored) == len(scenario.candidates if attack.goal == "membership"
+                                  else scenario.gallery)
 
 
 @pytest.mark.parametrize("name", ["class-membership", "visual-reid", "instahide-carlini",
@@ -261,10 +265,10 @@ def test_attacks_that_need_plaintext_shaped_or_block_wise_disguises_say_so_on_ne
 
 
 def test_shadow_label_queries_only_disguises_on_neuracrypt():
-    from tests.test_attacks import attack_on
+    from tests.test_attacks import attack_on, cell
 
     _, m = attack_on("shadow-label", "level-1", "neuracrypt", attack_params={"epochs": 1})
-    assert 0.0 <= m["advantage"] <= 1.0
+    assert len(m["per_target"]) == len(cell("neuracrypt")[4].gallery)  # a label per gallery image
     with pytest.raises(NotApplicable, match="query='plain'"):
         attack_on("shadow-label", "level-1", "neuracrypt",
                   attack_params={"epochs": 1, "query": "plain"})
