@@ -215,6 +215,8 @@ def test_missing_dataset_is_one_clear_error_and_nothing_is_written(tmp_path, nam
     assert not (tmp_path / "empty").exists()
 
 
+@pytest.mark.slow  # the reader: test_cifar10_reads_pickled_batches; a small task in the runner:
+# test_runner's test_small_task_runs_with_fewer_targets_and_says_so
 def test_cifar10_runs_through_the_runner_on_a_tiny_folder(tmp_path):
     write_cifar(tmp_path / "data")
     raw = {"name": "cifar-tiny", "seeds": [0], "n_targets": 100, "n_known": 100,

@@ -25,6 +25,7 @@ def test_second_run_writes_nothing_new(tmp_path, toy_plan):
         assert len(store) == first.written
 
 
+@pytest.mark.slow  # covered by test_reliability's kill-and-resume, Ctrl-C and second-run tests
 def test_interrupted_run_resumes_to_the_same_records(tmp_path, toy_plan):
     with Store(tmp_path / "whole.db") as whole:
         runner.run(toy_plan, whole)
