@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from disguisebench.blocks import BlockLayout
 
 
-
 class Capability(enum.StrEnum):
     """What an attack can be granted (docs/design.md, "Threat levels"); each is a field of
     ``ThreatView``. The runner builds a view holding exactly the ones the threat level grants
@@ -62,7 +61,6 @@ LEVELS: dict[str, frozenset[Capability]] = {
     "level-2": _LEVEL_1 | {KNOWN_PAIRS},
     "level-3": _LEVEL_1 | {KNOWN_PAIRS, ORACLE},
 }
-
 
 
 class Goal(enum.StrEnum):

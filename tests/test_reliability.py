@@ -18,7 +18,7 @@ from disguisebench import plan as plan_mod
 from disguisebench import registry, runner
 from disguisebench.api import Attack, Data, PluginError, REIDENTIFY, TARGETS
 from disguisebench.cli import main
-from disguisebench.store import Record, Store, StoreError
+from disguisebench.store import Record, Store
 from tests.conftest import TOY_PLAN
 
 ROOT = Path(__file__).resolve().parent.parent

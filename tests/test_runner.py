@@ -5,7 +5,7 @@ import torch
 
 from disguisebench import plan as plan_mod
 from disguisebench import registry, runner
-from disguisebench.api import LABEL, MODEL, ORACLE, TARGETS, Attack, Data, Defense
+from disguisebench.api import LABEL, ORACLE, TARGETS, Attack, Data, Defense
 from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
 from tests.conftest import TOY_PLAN
 
