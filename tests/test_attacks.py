@@ -132,6 +132,10 @@ def test_spread_of_concentrated_and_uniform_histograms():
 def test_attack_parameters_are_validated():
     with pytest.raises(PluginError, match="margin=2"):
         registry.create("attack", "known-pair-regression", {"margin": 2})
+    attack = registry.create("attack", "known-pair-regression")
+    attack.margin = 2  # run validates before the attack's own code sees the view
+    with pytest.raises(PluginError, match="margin=2"):
+        attack.run(None, seed=0)
     with pytest.raises(PluginError, match="mapping='best'"):
         registry.create("attack", "class-membership", {"mapping": "best"})
     with pytest.raises(PluginError, match="feature='edges'"):
