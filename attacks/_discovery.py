@@ -8,8 +8,9 @@ pointwise, affine (superposition holds), deterministic, the same for every image
 drawn afresh per image (noise, per-image permutations, mixing), and whether it changes the image
 shape. From the dependencies it reads the largest square unit (block) that the disguise keeps
 whole, whether units move between positions, and how values mix inside a unit. The block attacks
-take their geometry from here (``Structure.layout``), so renaming a hyperparameter changes
-nothing.
+take their geometry from here (``attacks._blockstats.layout``), so renaming a hyperparameter
+changes nothing; a defense's declared ``block_layout()`` agrees with what probing finds
+(tests/test_blocks.py).
 """
 
 from __future__ import annotations
