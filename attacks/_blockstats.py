@@ -20,7 +20,7 @@ from torch import Tensor
 
 from disguisebench.attacks._discovery import discover, require_units
 from disguisebench.api import Defense
-from disguisebench.defenses._blocks import pad_to_blocks, to_blocks
+from disguisebench.blocks import pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
 
@@ -31,7 +31,7 @@ _WHITEN_RIDGE = 1e-3
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-    """How a block-wise defense cuts and keys images, from its hyperparameters alone.
+    """How a block-wise defense cuts and keys images, as probing its keyless clone found it.
 
     Args:
         block: block side k.

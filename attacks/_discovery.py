@@ -8,8 +8,9 @@ pointwise, affine (superposition holds), deterministic, the same for every image
 drawn afresh per image (noise, per-image permutations, mixing), and whether it changes the image
 shape. From the dependencies it reads the largest square unit (block) that the disguise keeps
 whole, whether units move between positions, and how values mix inside a unit. The block attacks
-take their geometry from here (``Structure.layout``), so renaming a hyperparameter changes
-nothing.
+take their geometry from here (``attacks._blockstats.layout``), so renaming a hyperparameter
+changes nothing; a defense's declared ``block_layout()`` agrees with what probing finds
+(tests/test_blocks.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor
 
 from disguisebench.attacks._common import _fingerprint, own_key, sub_seed
 from disguisebench.api import Data, Defense, NotApplicable
+from disguisebench.blocks import to_blocks
 
 log = logging.getLogger("disguisebench")
 
@@ -387,9 +389,8 @@ class _Prober:
 
 
 def _blocks(x: Tensor, k: int) -> Tensor:
-    n, c, h, w = x.shape
-    return (x.reshape(n, c, h // k, k, w // k, k).permute(0, 2, 4, 1, 3, 5)
-             .reshape(n, (h // k) * (w // k), c, k, k))
+    """(N, C, H, W) -> (N, P, C, k, k): every block with its channels together."""
+    return to_blocks(x, k).transpose(1, 2)
 
 
 def _sorted_values(x: Tensor, k: int) -> Tensor:

@@ -106,8 +106,7 @@ class AESCodebook(Attack):
             guess = torch.where(total > 0, (plain * single).sum(0) / total.clamp_min(1), guess)
         return guess.round().to(torch.uint8)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         plain, disguised = view.require(KNOWN_PAIRS)
         if self.n_pairs:  # the first n disguised images; their sources index into ``plain``
             disguised = disguised[: self.n_pairs]

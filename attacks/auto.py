@@ -125,8 +125,7 @@ class Auto(Attack):
         check_number(self.name, "refine_steps", self.refine_steps, kind=int, low=0)
         check_number(self.name, "budget_s", self.budget_s, low=0)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         start = time.perf_counter()
         defense: Defense = view.require(DEFENSE)
         public = view.require(PUBLIC)

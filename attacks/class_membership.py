@@ -75,8 +75,7 @@ class ClassMembership(Attack):
         out[torch.as_tensor(cols)] = torch.as_tensor(rows)
         return out
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         public: Data = view.require(PUBLIC)
         if view.defense is not None and \
                 tuple(view.defense.output_shape(public.image_shape)) != public.image_shape:

@@ -80,8 +80,7 @@ class FeatureReID(Attack):
         check_number(self.name, "temperature", self.temperature, low=1e-6)
         check_number(self.name, "lr", self.lr, low=0)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         plain, disguised = training_pairs(view, seed=seed, keys=self.keys)
         gen = torch.Generator().manual_seed(seed)
         batch = min(self.batch_size, len(plain))

@@ -116,8 +116,7 @@ class InstaHideCarlini(Attack):
         check_number(self.name, "prior_samples", self.prior_samples, kind=int, low=1)
         check_number(self.name, "max_encodings", self.max_encodings, kind=int, low=0)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         gen = torch.Generator().manual_seed(seed)
         params = view.require(DEFENSE).get_params()
         public = view.require(PUBLIC).x

@@ -13,8 +13,8 @@ from disguisebench.attacks._discovery import Structure, discover
 from disguisebench.api import (
     DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, ThreatView,
     check_choice, check_number)
+from disguisebench.blocks import from_blocks, padded_size
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import from_blocks
 
 log = logging.getLogger("disguisebench")
 
@@ -270,8 +270,7 @@ class Jigsaw(Attack):
             return found.rotate, found.invert
         return self.orientations in ("rotate", "both"), self.orientations in ("invert", "both")
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         defense = view.require(DEFENSE)
         public = view.require(PUBLIC).x
         lay = layout(defense, self.name, public)
@@ -285,7 +284,7 @@ class Jigsaw(Attack):
                                 f"{tuple(targets.shape[1:])} do not split into the "
                                 f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
         h, w = public.shape[-2:]
-        ph, pw = -(-h // k) * k, -(-w // k) * k
+        ph, pw = (padded_size(self.name, s, k, "edge") for s in (h, w))
         gh, gw = ph // k, pw // k
         # Position prior: squared z-scores of a piece against each slot's public pixels, per
         # pixel on the scale of one edge's dissimilarity (k * C values).

@@ -12,8 +12,8 @@ from disguisebench.attacks._discovery import discover
 from disguisebench.api import (
     DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack, NotApplicable, PluginError,
     ThreatView, check_number)
+from disguisebench.blocks import from_blocks, pad_to_blocks, to_blocks
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import from_blocks, pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
 
@@ -82,8 +82,7 @@ class KnownPairRegression(Attack):
         # No unit smaller than the image: fit every pixel position on its own.
         return found.unit if found.found and found.unit < min(plain.shape[-2:]) else 1
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         view.require(KNOWN_PAIRS)
         k = self._block_size(view)
         pairs = owner_pairs(view)

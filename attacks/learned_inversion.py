@@ -102,8 +102,7 @@ class LearnedInversion(Attack):
         check_number(self.name, "batch_size", self.batch_size, kind=int, low=1)
         check_number(self.name, "lr", self.lr, low=0)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         targets = view.require(TARGETS).x
         plain, disguised = training_pairs(view, seed=seed, keys=self.keys)
         if tuple(disguised.shape[1:]) != tuple(targets.shape[1:]):

@@ -10,10 +10,10 @@ from torch import Tensor
 from disguisebench.attacks._blockstats import correlation, swap_refine
 from disguisebench.attacks._common import regularised_inverse, subsample
 from disguisebench.api import (
-    DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, NotApplicable,
-    ThreatView, check_number)
+    DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, Defense, NotApplicable,
+    PluginError, ThreatView, check_number)
+from disguisebench.blocks import pad_to_blocks, to_blocks
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import pad_to_blocks, to_blocks
 
 log = logging.getLogger("disguisebench")
 
@@ -109,28 +109,36 @@ class NeuraCryptBreak(Attack):
         b = to_blocks(x, patch)  # (N, C, P, p, p)
         return b.permute(0, 2, 1, 3, 4).flatten(2)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
-        params = view.require(DEFENSE).get_params()
+    def _patch_layout(self, defense: Defense, image_shape: tuple[int, int, int],
+                      grid: tuple[int, int]) -> tuple[int, bool]:
+        """The patch side in pixels and whether patches are shuffled per image: from the
+        defense's block layout when its blocks are the cells of the encodings' grid, else one
+        patch per grid cell of the plaintext, left in place."""
+        try:
+            lay = defense.block_layout(image_shape)
+        except PluginError:
+            lay = None
+        if lay is not None and lay.grid == grid:
+            return lay.block, lay.moves == "image"
+        h, w = image_shape[-2:]
+        if h % grid[0] or w % grid[1] or h // grid[0] != w // grid[1]:
+            raise NotApplicable(f"{self.name}: cannot tell the patch size of encodings on a "
+                                f"{grid} grid from images of size {(h, w)}")
+        return h // grid[0], False  # one pixel per patch for a defense that keeps the size
+
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         targets = view.require(TARGETS).x
         gallery = view.require(GALLERY)
         public = view.require(PUBLIC).x
         grid = tuple(targets.shape[-2:])
-        patch = params.get("patch")
-        h, w = public.shape[-2:]
-        if not isinstance(patch, int) or isinstance(patch, bool) or patch < 1 \
-                or (-(-h // patch), -(-w // patch)) != grid:
-            if h % grid[0] or w % grid[1] or h // grid[0] != w // grid[1]:
-                raise NotApplicable(f"{self.name}: cannot tell the patch size of encodings on a "
-                                    f"{grid} grid from images of size {(h, w)}")
-            patch = h // grid[0]  # one pixel per patch for a defense that keeps the size
+        patch, shuffled = self._patch_layout(view.require(DEFENSE), tuple(public.shape[1:]), grid)
         pool = view.upload.x if view.upload is not None else targets
         pool = tokens(subsample(pool, self.max_images, seed))
         tt = tokens(targets)
         pp = self._patches(public, grid, patch)
         gp = self._patches(gallery, grid, patch)
 
-        if params.get("shuffle", "none") == "none":  # a defense that keeps patches in place
+        if not shuffled:
             order = torch.arange(tt.shape[1])
             pool_c, target_c = pool, tt
         else:

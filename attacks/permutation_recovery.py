@@ -62,12 +62,12 @@ class PermutationRecovery(Attack):
         check_number(self.name, "refine_steps", self.refine_steps, kind=int, low=0)
         check_number(self.name, "max_images", self.max_images, kind=int, low=0)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         return self.distances(view, seed=seed).argmin(1)
 
     def distances(self, view: ThreatView, *, seed: int) -> Tensor:
-        """(targets, gallery) distances of the unpermuted invariant features."""
-        self.validate()
+        """(targets, gallery) distances of the unpermuted invariant features (``run`` validates
+        the hyperparameters first; a caller of this method holds valid ones)."""
         lay = layout(view.require(DEFENSE), self.name, view.require(PUBLIC).x)
         matrix = {"auto": lay.matrix, "pixels": "identity", "gram": "orthogonal",
                   "whitened": "projection"}[self.statistics]

@@ -13,8 +13,8 @@ from disguisebench.attacks._common import subsample
 from disguisebench.api import (
     DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, PluginError, ThreatView,
     check_number)
+from disguisebench.blocks import from_blocks, padded_size
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import from_blocks
 
 log = logging.getLogger("disguisebench")
 
@@ -179,8 +179,7 @@ class RMTMomentAttack(Attack):
         sy = sy - noise_rows if isinstance(noise_rows, Tensor) else sy
         return polar(solve(fx, fy, sx, sy, orthogonal_weight=self.orthogonal_weight))
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         lay = layout(view.require(DEFENSE), self.name, view.require(PUBLIC).x)
         k = lay.block
         targets = view.require(TARGETS)
@@ -218,7 +217,7 @@ class RMTMomentAttack(Attack):
         if lay.noise_stage == "before":
             blocks = blocks - lay.noise_mean
         h, w = public.x.shape[-2:]
-        ph, pw = -(-h // k) * k, -(-w // k) * k
+        ph, pw = (padded_size(self.name, s, k, "edge") for s in (h, w))
         recon = from_blocks(blocks, ph, pw)[..., :h, :w]
         log.info("%s: %s", self.name, {n: round(v, 4) for n, v in self.report_.items()})
         return recon.clamp(0, 1).float()

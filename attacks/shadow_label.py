@@ -66,12 +66,11 @@ class ShadowLabel(Attack):
     def _features(view: ThreatView, model: nn.Module, queries: list[Tensor]) -> Tensor:
         return torch.cat([log_probs(view.task, model, q) for q in queries], 1)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        self.validate()
         public: Data = view.require(PUBLIC)
         defense: Defense = view.require(DEFENSE)
         owner = view.require(MODEL)

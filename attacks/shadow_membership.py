@@ -49,12 +49,11 @@ class ShadowMembership(Attack):
         # Sorted, so the features say how confident the model is, not which class it sees.
         return log_probs(view.task, model, x).sort(1, descending=True).values
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        self.validate()
         public: Data = view.require(PUBLIC)
         defense: Defense = view.require(DEFENSE)
         mode = self.query

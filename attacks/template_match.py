@@ -12,8 +12,8 @@ from disguisebench.attacks._discovery import discover
 from disguisebench.api import (
     DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense, NotApplicable,
     ThreatView, check_choice)
+from disguisebench.blocks import to_blocks
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import to_blocks
 
 log = logging.getLogger("disguisebench")
 
@@ -118,8 +118,7 @@ class TemplateMatch(Attack):
                  best_score)
         return best
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         gallery = Data(view.require(GALLERY))
         defense: Defense = view.require(DEFENSE)
         found = discover(defense, gallery.x)

@@ -49,8 +49,7 @@ class UploadMatch(Attack):
         if not isinstance(self.oracle, bool):
             raise PluginError(f"{self.name}: oracle={self.oracle!r} must be true or false")
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        self.validate()
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         candidates = Data(view.require("candidates"))
         upload: Data = view.require(UPLOAD)
         defense: Defense = view.require(DEFENSE)

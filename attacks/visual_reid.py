@@ -40,7 +40,7 @@ class VisualReID(Attack):
         check_choice(self.name, "train_on", self.train_on, ("plain", "own-key"))
         check_number(self.name, "epochs", self.epochs, kind=int, low=0)
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         public: Data = view.require(PUBLIC)
         if self.train_on == "own-key":
             defense = view.require(DEFENSE).fit(public, seed=seed)

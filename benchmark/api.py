@@ -11,41 +11,76 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
+import functools
 import inspect
 import math
 from collections.abc import Callable
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import torch
 from torch import Tensor, nn
 
 from disguisebench.errors import PluginError  # noqa: F401 (re-exported: plugins import it here)
 
-# Capabilities an attack can be granted (docs/design.md, "Threat levels"). The runner builds a
-# ThreatView holding exactly the ones the threat level grants and the attack declares.
-TARGETS = "targets"
-UPLOAD = "upload"
-DEFENSE = "defense"
-MODEL = "model"
-PUBLIC = "public"
-GALLERY = "gallery"
-KNOWN_PAIRS = "known_pairs"
-ORACLE = "oracle"
-CAPABILITIES = (TARGETS, UPLOAD, DEFENSE, MODEL, PUBLIC, GALLERY, KNOWN_PAIRS, ORACLE)
+if TYPE_CHECKING:
+    from disguisebench.blocks import BlockLayout
+
+
+class Capability(enum.StrEnum):
+    """What an attack can be granted (docs/design.md, "Threat levels"); each is a field of
+    ``ThreatView``. The runner builds a view holding exactly the ones the threat level grants
+    and the attack declares. Members are strings: records and plans hold the values."""
+
+    TARGETS = "targets"
+    UPLOAD = "upload"
+    DEFENSE = "defense"
+    MODEL = "model"
+    PUBLIC = "public"
+    GALLERY = "gallery"
+    KNOWN_PAIRS = "known_pairs"
+    ORACLE = "oracle"
+
+    def __repr__(self) -> str:
+        return repr(self.value)  # messages read as they did when capabilities were strings
+
+
+TARGETS = Capability.TARGETS
+UPLOAD = Capability.UPLOAD
+DEFENSE = Capability.DEFENSE
+MODEL = Capability.MODEL
+PUBLIC = Capability.PUBLIC
+GALLERY = Capability.GALLERY
+KNOWN_PAIRS = Capability.KNOWN_PAIRS
+ORACLE = Capability.ORACLE
+CAPABILITIES = tuple(Capability)
 
 _LEVEL_1 = frozenset({TARGETS, UPLOAD, DEFENSE, MODEL, PUBLIC, GALLERY})
-LEVELS: dict[str, frozenset[str]] = {
+LEVELS: dict[str, frozenset[Capability]] = {
     "level-1": _LEVEL_1,
     "level-2": _LEVEL_1 | {KNOWN_PAIRS},
     "level-3": _LEVEL_1 | {KNOWN_PAIRS, ORACLE},
 }
 
-# Goals an attack can pursue; benchmark.scoring turns a prediction into success for each.
-REIDENTIFY = "reidentify"
-RECONSTRUCT = "reconstruct"
-LABEL = "label"
-MEMBERSHIP = "membership"
-GOALS = (REIDENTIFY, RECONSTRUCT, LABEL, MEMBERSHIP)
+
+class Goal(enum.StrEnum):
+    """What an attack tries to learn; ``disguisebench.scoring`` turns a prediction into success
+    for each. Members are strings: records hold the values."""
+
+    REIDENTIFY = "reidentify"
+    RECONSTRUCT = "reconstruct"
+    LABEL = "label"
+    MEMBERSHIP = "membership"
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+REIDENTIFY = Goal.REIDENTIFY
+RECONSTRUCT = Goal.RECONSTRUCT
+LABEL = Goal.LABEL
+MEMBERSHIP = Goal.MEMBERSHIP
+GOALS = tuple(Goal)
 # Whose classes a ``label`` attack predicts (Attack.label_of).
 LABEL_OF = ("targets", "gallery")
 
@@ -143,9 +178,23 @@ def check_images(data: Data, *, what: str = "images") -> None:
 
 
 class Plugin:
-    """Hyperparameters as keyword arguments; the registry name; params, clone and spec."""
+    """Hyperparameters as keyword arguments; the registry name; params, clone and spec.
+
+    A subclass that only changes its parent's defaults declares them, ``DEFAULTS = {"epochs":
+    15}``, instead of an ``__init__``: it gets its parent's ``__init__`` with those defaults, so
+    its signature, ``get_params()`` and ``defaults()`` read as if it had been written out.
+    """
 
     name: ClassVar[str] = ""
+    DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        changed = cls.__dict__.get("DEFAULTS")
+        if changed:
+            if "__init__" in cls.__dict__:
+                raise TypeError(f"{cls.__qualname__}: declare DEFAULTS or an __init__, not both")
+            cls.__init__ = _with_defaults(cls.__init__, changed, cls.__qualname__)
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -189,6 +238,27 @@ class Plugin:
         """The docstring's first paragraph on one line (a summary may wrap in the source)."""
         doc = inspect.getdoc(cls) or ""
         return " ".join(doc.split("\n\n")[0].split())
+
+
+def _with_defaults(init: Callable[..., None], changed: dict[str, Any],
+                   owner: str) -> Callable[..., None]:
+    """``init`` with the defaults of the parameters named in ``changed`` replaced."""
+    sig = inspect.signature(init)
+    unknown = sorted(set(changed) - set(sig.parameters) - {"self"})
+    if unknown:
+        raise TypeError(f"{owner}.DEFAULTS names no parameter of __init__: {', '.join(unknown)}")
+    sig = sig.replace(parameters=[p.replace(default=changed[p.name]) if p.name in changed else p
+                                  for p in sig.parameters.values()])
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = sig.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        init(*bound.args, **bound.kwargs)
+
+    __init__.__signature__ = sig  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{owner}.__init__"
+    return __init__
 
 
 def check_choice(owner: str, param: str, value: Any, choices: tuple) -> None:
@@ -245,6 +315,13 @@ class Defense(Plugin):
         """The (C, H, W) of disguised images; defenses that change it override this."""
         return tuple(image_shape)  # type: ignore[return-value]
 
+    def block_layout(self, image_shape: tuple[int, int, int]) -> BlockLayout | None:
+        """How a block-wise defense cuts images of ``image_shape`` (C, H, W), computed from its
+        hyperparameters: block side, grid, disguised block side, how blocks move
+        (``disguisebench.blocks.BlockLayout``). None (the default) for a defense that is not
+        block-wise or does not say; attacks then learn the structure by probing the clone."""
+        return None
+
     def test_inputs(self, data: Data) -> Data:
         """What the owner feeds the trained model at test time: the disguised test images, or,
         where ``encodes_test`` is False, the plaintext in the model's input scaling."""
@@ -289,26 +366,35 @@ class Defense(Plugin):
 class Attack(Plugin):
     """Tries to learn something about the owner's images from what a threat level grants.
 
-    ``needs`` lists the capabilities the attack cannot run without; ``optional`` those it uses
-    when the level grants them (the level-3 oracle, say). ``run`` returns predictions only; the
-    scorer judges them against a truth the attack never sees.
+    Subclasses implement ``_run``; ``run`` validates the hyperparameters and calls it, as
+    ``Defense.fit`` does for ``_fit``. ``goal`` is a ``Goal``; ``needs`` lists the capabilities
+    the attack cannot run without, ``optional`` those it uses when the level grants them (the
+    level-3 oracle, say). ``run`` returns predictions only; the scorer judges them against a
+    truth the attack never sees.
 
     For the ``label`` goal, ``label_of`` says whose classes the attack predicts: the disguised
     ``"targets"`` (one class per target; the cloud holds their labels, so this scores chance 1
     and advantage 0) or the plaintext ``"gallery"`` images (one per gallery image; model-misuse
     attacks that feed plaintext to the owner's model, scored against a classifier trained on the
     public data alone, see benchmark.baselines). An attack may also set
-    ``report_``, a dict of name -> finite number, during ``run``: diagnostics (an entropy, a
+    ``report_``, a dict of name -> finite number, during ``_run``: diagnostics (an entropy, a
     fraction of key positions recovered) that the runner stores beside the scores as
     ``attack.<name>``.
     """
 
-    goal: ClassVar[str] = ""
-    needs: ClassVar[frozenset[str]] = frozenset()
-    optional: ClassVar[frozenset[str]] = frozenset()
+    goal: ClassVar[Goal | str] = ""
+    needs: ClassVar[frozenset[Capability]] = frozenset()
+    optional: ClassVar[frozenset[Capability]] = frozenset()
     label_of: ClassVar[str] = "targets"
 
     def run(self, view: ThreatView, *, seed: int) -> Tensor:
+        """The prediction for ``view``: the hyperparameters are validated, then ``_run`` runs."""
+        self.validate()
+        return self._run(view, seed=seed)
+
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+        """What an attack implements: a prediction from what ``view`` grants, randomness drawn
+        only from ``seed``."""
         raise NotImplementedError
 
 
@@ -374,11 +460,11 @@ class ThreatView:
     oracle: Callable[[Data], Data] | None = None
     candidates: Tensor | None = None
 
-    def require(self, capability: str) -> Any:
+    def require(self, capability: Capability | str) -> Any:
         value = getattr(self, capability)
         if value is None:
             raise PluginError(f"capability {capability!r} was not granted at {self.level}")
         return value
 
-    def granted(self) -> frozenset[str]:
+    def granted(self) -> frozenset[Capability]:
         return frozenset(c for c in CAPABILITIES if getattr(self, c) is not None)

@@ -5,8 +5,8 @@ Public data alone already labels most of them: a classifier of the task's archit
 trained on the labelled public images and never touching the owner's model or the disguise, is
 right on a share of the very same images. That share, measured in the same cell on the same
 images, is the attack's chance; the attack's advantage is how far it gets beyond it
-(DESIGN §4). The classifier depends only on the task and the seed, so it is trained once per
-(task, seed) in a process and reused for every defense and attack.
+(docs/design.md, "Scoring"). The classifier depends only on the task and the seed, so it is
+trained once per (task, seed) in a process and reused for every defense and attack.
 
 Labelling the *targets* (``label_of = "targets"``) is no attack: the owner uploads the labels of
 its training images at every level, so the cloud already holds them. Its chance is 1 and its

@@ -35,14 +35,17 @@ class Entry:
     params: tuple[tuple[str, str], ...]  # (name, repr of the default or "(required)")
     goal: str | None = None  # attacks only
     needs: tuple[str, ...] = ()  # attacks only, sorted
+    # (name, description) from the ``Args:`` sections of the class and of the plugin-package
+    # classes it inherits from (a task that only changes defaults describes none itself).
+    param_docs: tuple[tuple[str, str], ...] = ()
 
     def summary(self) -> str:
         """The docstring's first paragraph on one line (as Plugin.summary)."""
         return " ".join(self.doc.split("\n\n")[0].split())
 
     def described(self) -> list[tuple[str, str, str]]:
-        """(name, default, description) of each parameter, descriptions from ``Args:``."""
-        text = args_section(self.doc)
+        """(name, default, description) of each parameter."""
+        text = dict(self.param_docs)
         return [(name, default, text.get(name, "")) for name, default in self.params]
 
 
@@ -68,6 +71,16 @@ def args_section(doc: str) -> dict[str, str]:
     return described
 
 
+def _param_docs(params: tuple[tuple[str, str], ...],
+                docs: list[str]) -> tuple[tuple[str, str], ...]:
+    """Each parameter's description from the first of ``docs`` (a class's docstring first,
+    then its bases') that describes it."""
+    merged: dict[str, str] = {}
+    for doc in reversed(docs):
+        merged.update(args_section(doc))
+    return tuple((name, merged[name]) for name, _ in params if name in merged)
+
+
 def from_class(kind: str, name: str, cls: type, origin: str) -> Entry:
     """An imported plugin class described as the source reader describes it."""
     params = []
@@ -75,9 +88,13 @@ def from_class(kind: str, name: str, cls: type, origin: str) -> Entry:
         if param == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
         params.append((param, "(required)" if p.default is p.empty else repr(p.default)))
-    goal = cls.goal if kind == "attack" else None
-    needs = tuple(sorted(cls.needs)) if kind == "attack" else ()
-    return Entry(kind, name, origin, inspect.getdoc(cls) or "", tuple(params), goal, needs)
+    goal = str(cls.goal) if kind == "attack" else None
+    needs = tuple(sorted(map(str, cls.needs))) if kind == "attack" else ()
+    # The plugin interfaces (disguisebench.api) and object describe no hyperparameters.
+    docs = [inspect.cleandoc(k.__dict__.get("__doc__") or "") for k in cls.__mro__
+            if k.__module__ not in ("disguisebench.api", "builtins")]
+    return Entry(kind, name, origin, inspect.getdoc(cls) or "", tuple(params), goal, needs,
+                 _param_docs(tuple(params), docs))
 
 
 # ---------------------------------------------------------------------------- source reader
@@ -95,14 +112,30 @@ def _package_dir(package: str) -> Path:
 
 
 def _constants() -> dict[str, Any]:
-    """The string constants of benchmark.api (capabilities, goals), read from its source."""
+    """The string constants of benchmark.api (capabilities, goals), read from its source: the
+    members of its string enums (``Capability.TARGETS``) and their module-level names
+    (``TARGETS``)."""
     api = Path(__file__).with_name("api.py")
     out: dict[str, Any] = {}
-    for node in ast.parse(api.read_text(encoding="utf-8")).body:
+
+    def assigned(node: ast.stmt) -> tuple[str, ast.expr] | None:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 \
-                and isinstance(node.targets[0], ast.Name) \
-                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            out[node.targets[0].id] = node.value.value
+                and isinstance(node.targets[0], ast.Name):
+            return node.targets[0].id, node.value
+        return None
+
+    for node in ast.parse(api.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef):
+            for item in map(assigned, node.body):
+                if item and isinstance(item[1], ast.Constant) and isinstance(item[1].value, str):
+                    out[f"{node.name}.{item[0]}"] = item[1].value
+        elif (item := assigned(node)) is not None:
+            name, value = item
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                out[name] = value.value
+            elif isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) \
+                    and f"{value.value.id}.{value.attr}" in out:
+                out[name] = out[f"{value.value.id}.{value.attr}"]
     return out
 
 
@@ -111,6 +144,11 @@ def _value(node: ast.expr, constants: dict[str, Any]) -> Any:
         if node.id not in constants:
             raise _Unreadable(node.id)
         return constants[node.id]
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+        dotted = f"{node.value.id}.{node.attr}"
+        if dotted not in constants:
+            raise _Unreadable(dotted)
+        return constants[dotted]
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
             and node.func.id == "frozenset" and not node.keywords:
         if not node.args:
@@ -132,6 +170,56 @@ def _registered_name(cls: ast.ClassDef) -> str | None:
                 and isinstance(deco.args[0], ast.Constant):
             return deco.args[0].value
     return None
+
+
+def _parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def _base(cls: ast.ClassDef, tree: ast.Module, package: str) -> tuple[ast.ClassDef, ast.Module]:
+    """The one base class of ``cls`` and the module that defines it, from the same module or
+    one it imports from the same plugin package; anything else is _Unreadable."""
+    if len(cls.bases) != 1 or not isinstance(cls.bases[0], ast.Name):
+        raise _Unreadable(f"{cls.name} does not have one plain base class")
+    base = cls.bases[0].id
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == base:
+            return node, tree
+        if isinstance(node, ast.ImportFrom) and node.module \
+                and any(alias.name == base and alias.asname is None for alias in node.names):
+            module = node.module.removeprefix(package + ".")
+            if module == node.module or "." in module:
+                raise _Unreadable(f"{cls.name}'s base {base} is outside {package}")
+            other = _parse(_package_dir(package) / f"{module}.py")
+            found = next((n for n in other.body
+                          if isinstance(n, ast.ClassDef) and n.name == base), None)
+            if found is None:
+                raise _Unreadable(f"{node.module} defines no class {base}")
+            return found, other
+    raise _Unreadable(f"{cls.name}'s base {base} is not found")
+
+
+def _signature(cls: ast.ClassDef, tree: ast.Module,
+               package: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+    """The parameters of ``cls`` (inherited and changed by ``DEFAULTS`` when it has no
+    ``__init__`` of its own) and the docstrings of the classes they are described in."""
+    doc = ast.get_docstring(cls) or ""
+    if any(isinstance(n, ast.FunctionDef) and n.name == "__init__" for n in cls.body):
+        docs = [doc]
+        try:  # a base in the package may describe the parameters this __init__ passes on
+            docs += _signature(*_base(cls, tree, package), package)[1]
+        except _Unreadable:
+            pass
+        return _params(cls), docs
+    params, docs = _signature(*_base(cls, tree, package), package)
+    changed = next((n.value for n in cls.body if isinstance(n, ast.Assign)
+                    and [getattr(t, "id", None) for t in n.targets] == ["DEFAULTS"]), None)
+    if changed is not None:
+        new = _value(changed, {})
+        if not isinstance(new, dict) or not set(new) <= {p for p, _ in params}:
+            raise _Unreadable(f"{cls.name}.DEFAULTS")
+        params = tuple((p, repr(new[p]) if p in new else d) for p, d in params)
+    return params, [doc, *docs]
 
 
 def _params(cls: ast.ClassDef) -> tuple[tuple[str, str], ...]:
@@ -171,15 +259,16 @@ def read_sources() -> list[Entry]:
         for path in sorted(_package_dir(package).glob("*.py")):
             if path.name.startswith("_"):
                 continue
-            tree = ast.parse(path.read_text(encoding="utf-8"))
+            tree = _parse(path)
             for cls in (n for n in tree.body if isinstance(n, ast.ClassDef)):
                 name = _registered_name(cls)
                 if name is None:
                     continue
                 goal, needs = _attack_traits(cls, constants) if kind == "attack" else (None, ())
+                params, docs = _signature(cls, tree, package)
                 entries.append(Entry(kind, name, f"{package}.{path.stem}.{cls.name}",
-                                     ast.get_docstring(cls) or "",
-                                     _params(cls), goal, needs))
+                                     ast.get_docstring(cls) or "", params, goal, needs,
+                                     _param_docs(params, docs)))
     return entries
 
 

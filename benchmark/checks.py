@@ -1,7 +1,8 @@
 """Conformance checks every defense must pass, as plain functions.
 
 Each check takes a registered defense's name and returns a CheckResult; ``run_checks`` runs them
-all (``disguisebench check NAME`` prints the table, the tests parametrise over every plugin).
+all (``disguisebench check NAME`` prints the table) and ``parametrize_with_checks`` makes one
+pytest test of each (the conformance tests run every check on every registered defense).
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -205,6 +207,24 @@ CHECKS: dict[str, Callable[[str], CheckResult]] = {
     "fit-only-on-training": check_fit_only_on_training,
     "vectorised": check_vectorised,
 }
+
+
+def parametrize_with_checks(names: Iterable[str]) -> Any:
+    """A pytest decorator giving one test per (defense, check), as scikit-learn's
+    ``parametrize_with_checks`` does; the test receives the defense's registry name and the
+    check, and calls one on the other::
+
+        @parametrize_with_checks(["my-defense"])
+        def test_my_defense(name, check):
+            result = check(name)
+            assert result.passed, result.reason
+    """
+    import pytest
+
+    names = list(names)
+    return pytest.mark.parametrize(
+        "name,check", [(name, fn) for name in names for fn in CHECKS.values()],
+        ids=[f"{name}-{check}" for name in names for check in CHECKS])
 
 
 def run_checks(name: str) -> list[CheckResult]:

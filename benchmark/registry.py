@@ -8,11 +8,13 @@ there propagates. Installed packages declare entry points in the groups
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import pkgutil
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from disguisebench.api import Attack, Defense, Plugin, PluginError, Task
 from disguisebench.catalog import GROUPS as _GROUPS, PACKAGES as _PACKAGES
@@ -59,6 +61,21 @@ def register(name: str) -> Callable[[P], P]:
         return cls
 
     return decorate
+
+
+@contextlib.contextmanager
+def temporary(name: str, cls: P) -> Iterator[P]:
+    """Register ``cls`` as ``name`` inside a ``with`` block only (tests, notebooks): plans, the
+    runner and ``create`` know the name there, and forget it after. A name already taken by
+    another class is refused as ``register`` refuses it."""
+    _discover()
+    kind = _kind_of(cls)
+    _add(cls, name, f"temporary {cls.__module__}.{cls.__qualname__}")
+    try:
+        yield cls
+    finally:
+        _registry[kind].pop(name, None)
+        _origin.pop((kind, name), None)
 
 
 def _discover() -> None:

@@ -1,4 +1,4 @@
-"""The statistics behind the boards' intervals and ranks (DESIGN §4).
+"""The statistics behind the boards' intervals and ranks (docs/design.md, "Scoring").
 
 - Seeds are the outer sample: each seed is a new key, a new training run and a new draw of
   targets, so a resample first draws the seeds with replacement (``seed_weights``), then the

@@ -14,6 +14,7 @@ record, a log or the leaderboard; ``--salt-file`` lets two machines share one.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import hashlib
 import hmac
 import json
@@ -34,14 +35,29 @@ SCHEMA_VERSION = 2
 DEFAULT_DB = Path("results") / "disguisebench.db"
 SALT_BYTES = 32
 
-OK = "ok"
-FAILED = "failed"
-NOT_APPLICABLE = "not-applicable"
-# The defense raised or returned invalid output while an attack used it (its keyless clone, a
-# re-fit under the attacker's key, the oracle): it refused to be evaluated, which the
-# leaderboard scores as a complete break of that attack (advantage 1), the reason shown.
-REFUSED = "refused"
-STATUSES = (OK, FAILED, NOT_APPLICABLE, REFUSED)
+
+
+class Status(enum.StrEnum):
+    """A record's outcome. Members are strings; the database stores the values."""
+
+    OK = "ok"
+    FAILED = "failed"
+    # The attack cannot apply to the defense, or the level lacks a capability it needs.
+    NOT_APPLICABLE = "not-applicable"
+    # The defense raised or returned invalid output while an attack used it (its keyless clone,
+    # a re-fit under the attacker's key, the oracle): it refused to be evaluated, which the
+    # leaderboard scores as a complete break of that attack (advantage 1), the reason shown.
+    REFUSED = "refused"
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+OK = Status.OK
+FAILED = Status.FAILED
+NOT_APPLICABLE = Status.NOT_APPLICABLE
+REFUSED = Status.REFUSED
+STATUSES = tuple(Status)
 
 
 # MIGRATIONS[v] upgrades a database of schema version v to v + 1, in one transaction.

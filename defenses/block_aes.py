@@ -7,8 +7,8 @@ from torch import Tensor
 
 from disguisebench.api import Data, Defense, check_choice, check_number
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import (
-    check_disguised_size, check_image_size, disguised_size, from_blocks, grid_positions,
+from disguisebench.blocks import (
+    BlockLayout, check_disguised_size, check_image_size, disguised_size, from_blocks,
     pad_to_blocks, to_blocks,
 )
 
@@ -60,6 +60,10 @@ class BlockAES(Defense):
         """m: the side of one encrypted block (m·m bytes, a multiple of 16)."""
         return -(-self.block // 4) * 4
 
+    def block_layout(self, image_shape: tuple[int, int, int]) -> BlockLayout:
+        return BlockLayout.of(self.name, image_shape, self.block, padding=self.padding,
+                              block_out=self.cipher_side)
+
     # The byte layout below needs no key: an attacker knowing the algorithm has it too.
 
     def plaintext_chunks(self, x: Tensor) -> Tensor:
@@ -98,8 +102,7 @@ class BlockAES(Defense):
         return from_blocks(chunks.reshape(n, c, p, m, m), h, w).float().div_(255)
 
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
-        _, _, h, w = data.x.shape
-        positions = grid_positions(self.name, h, w, self.block, self.padding)
+        positions = self.block_layout(data.image_shape).positions
         keys = 1 if self.key_scope == "shared" else positions
         self.keys_ = torch.randint(0, 256, (keys, CHUNK), generator=rng, dtype=torch.uint8)
         self.image_shape_ = tuple(data.x.shape[1:])

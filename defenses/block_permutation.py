@@ -6,10 +6,10 @@ import torch
 
 from disguisebench.api import Data, Defense, PluginError, check_choice, check_number
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import (
-    check_disguised_size, check_image_size, content_generator, draw_secret, grid_positions,
-    pad_to_blocks, permute_blocks, random_permutations,
+from disguisebench.blocks import (
+    BlockLayout, check_disguised_size, check_image_size, pad_to_blocks, permute_blocks,
 )
+from disguisebench.defenses._blocks import content_generator, draw_secret, random_permutations
 
 
 @register("block-permutation")
@@ -39,9 +39,12 @@ class BlockPermutation(Defense):
         check_choice(self.name, "permutation", self.permutation, ("dataset", "image"))
         check_choice(self.name, "padding", self.padding, ("error", "edge"))
 
+    def block_layout(self, image_shape: tuple[int, int, int]) -> BlockLayout:
+        return BlockLayout.of(self.name, image_shape, self.block, padding=self.padding,
+                              moves=self.permutation)
+
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
-        _, _, h, w = data.x.shape
-        self.permutation_ = torch.randperm(grid_positions(self.name, h, w, self.block, self.padding),
+        self.permutation_ = torch.randperm(self.block_layout(data.image_shape).positions,
                                            generator=rng)
         self.secret_ = draw_secret(rng)
         self.image_shape_ = tuple(data.x.shape[1:])

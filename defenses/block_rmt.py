@@ -7,10 +7,12 @@ from torch import Tensor
 
 from disguisebench.api import Data, Defense, PluginError, check_choice, check_number
 from disguisebench.registry import register
+from disguisebench.blocks import (
+    BlockLayout, check_disguised_size, check_image_size, multiply_blocks, pad_to_blocks,
+    permute_blocks,
+)
 from disguisebench.defenses._blocks import (
-    check_disguised_size, check_image_size, content_generator, draw_secret, full_rank_uniform,
-    grid_positions, haar_orthogonal, multiply_blocks, pad_to_blocks, permute_blocks,
-    random_permutations,
+    content_generator, draw_secret, full_rank_uniform, haar_orthogonal, random_permutations,
 )
 
 
@@ -61,10 +63,13 @@ class BlockRMT(Defense):
         check_choice(self.name, "noise_stage", self.noise_stage, ("before", "after"))
         check_choice(self.name, "padding", self.padding, ("error", "edge"))
 
+    def block_layout(self, image_shape: tuple[int, int, int]) -> BlockLayout:
+        return BlockLayout.of(self.name, image_shape, self.block, padding=self.padding,
+                              moves=self.permutation)
+
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
-        _, _, h, w = data.x.shape
         k = self.block
-        positions = grid_positions(self.name, h, w, k, self.padding)
+        positions = self.block_layout(data.image_shape).positions
         if self.matrix == "orthogonal":
             self.matrices_ = haar_orthogonal(positions, k, rng)
         elif self.matrix == "projection":

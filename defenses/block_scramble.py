@@ -7,9 +7,8 @@ from torch import Tensor
 
 from disguisebench.api import Data, Defense, PluginError, check_choice, check_number
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import (
-    from_blocks, grid_positions, pad_to_blocks, random_permutations, to_blocks,
-)
+from disguisebench.blocks import BlockLayout, from_blocks, pad_to_blocks, to_blocks
+from disguisebench.defenses._blocks import random_permutations
 
 
 def _keyed_half(count: int, length: int, rng: torch.Generator) -> Tensor:
@@ -94,10 +93,14 @@ class BlockScramble(Defense):
         check_choice(self.name, "key_scope", self.key_scope, ("shared", "block"))
         check_choice(self.name, "padding", self.padding, ("error", "edge"))
 
+    def block_layout(self, image_shape: tuple[int, int, int]) -> BlockLayout:
+        return BlockLayout.of(self.name, image_shape, self.block, padding=self.padding,
+                              moves="dataset" if self.block_scramble else "none")
+
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         c, h, w = data.image_shape
         k = self.block
-        positions = grid_positions(self.name, h, w, k, self.padding)
+        positions = self.block_layout(data.image_shape).positions
         planes = 2 if self.split_bits else 1
         length = planes * c * k * k
         keys = positions if self.key_scope == "block" else 1

@@ -10,9 +10,8 @@ from torch import Tensor
 
 from disguisebench.api import Data, Defense, PluginError, check_choice, check_number
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import (
-    content_generator, draw_secret, pad_to_blocks, padded_size, random_permutations,
-)
+from disguisebench.blocks import BlockLayout, pad_to_blocks
+from disguisebench.defenses._blocks import content_generator, draw_secret, random_permutations
 
 _EPS = 1e-5  # BatchNorm's default
 
@@ -72,10 +71,13 @@ class NeuraCrypt(Defense):
         check_choice(self.name, "padding", self.padding, ("error", "edge"))
 
     def output_shape(self, image_shape: tuple[int, int, int]) -> tuple[int, int, int]:
-        _, h, w = image_shape
-        p = self.patch
-        return (self.width, padded_size(self.name, h, p, self.padding, "patch") // p,
-                padded_size(self.name, w, p, self.padding, "patch") // p)
+        return (self.width, *self.block_layout(image_shape).grid)
+
+    def block_layout(self, image_shape: tuple[int, int, int]) -> BlockLayout:
+        """Patches of p×p pixels, each written as one cell of the patch grid (its D features
+        as channels), shuffled per image or left in place."""
+        return BlockLayout.of(self.name, image_shape, self.patch, padding=self.padding,
+                              block_out=1, moves=self.shuffle, param="patch")
 
     def _fit(self, data: Data, rng: torch.Generator, public: Data | None) -> None:
         c, h, w = data.image_shape

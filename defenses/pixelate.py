@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from disguisebench.api import Data, Defense, PluginError, check_number
 from disguisebench.registry import register
-from disguisebench.defenses._blocks import padded_size
+from disguisebench.blocks import BlockLayout
 
 
 @register("pixelate")
@@ -38,10 +38,12 @@ class Pixelate(Defense):
         c, h, w = image_shape
         return (c, h, w) if self.keep_size else (c, h // self.block, w // self.block)
 
+    def block_layout(self, image_shape: tuple[int, int, int]) -> BlockLayout:
+        return BlockLayout.of(self.name, image_shape, self.block,
+                              block_out=self.block if self.keep_size else 1)
+
     def _transform(self, data: Data, *, epoch: int | None) -> Data:
-        h, w = data.x.shape[-2:]
-        padded_size(self.name, h, self.block, "error")
-        padded_size(self.name, w, self.block, "error")
+        self.block_layout(data.image_shape)  # raises unless the block divides both sides
         means = F.avg_pool2d(data.x, self.block)
         if self.keep_size:
             means = means.repeat_interleave(self.block, 2).repeat_interleave(self.block, 3)

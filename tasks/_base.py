@@ -135,7 +135,21 @@ def predict_proba(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
 
 
 class ClassificationTask(Task):
-    """Base for tasks that classify images; subclasses implement ``_images``."""
+    """Base for tasks that classify images; subclasses implement ``_images`` and change the
+    defaults below with ``DEFAULTS``.
+
+    Args:
+        model: architecture, "paper-cnn", "mlp" or "resnet".
+        epochs: training epochs.
+        batch_size: training batch size.
+        lr: learning rate.
+        optimizer: "rmsprop", "adam" or "sgd" (momentum 0.9).
+        weight_decay: L2 penalty on the fully connected layers (the paper CNN's; every weight
+            matrix and kernel of the MLP and the ResNet).
+        n_train: owner training images.
+        n_test: owner test images.
+        n_public: public images for the attacker.
+    """
 
     models: tuple[str, ...] = tuple(_models.MODELS)
 
@@ -195,3 +209,25 @@ class ClassificationTask(Task):
 
     def predict(self, model: nn.Module, x: Tensor) -> Tensor:
         return predict_proba(model, x)
+
+
+class ResizedTask(ClassificationTask):
+    """Base for tasks whose square images are resized (bilinearly) to ``size``×``size`` before
+    defenses and model see them; subclasses resize in ``_images``.
+
+    Args:
+        size: side of the images fed to defenses and model.
+    """
+
+    def __init__(self, *, size: int = 28, model: str = "paper-cnn", epochs: int = 5,
+                 batch_size: int = 128, lr: float = 1e-3, optimizer: str = "rmsprop",
+                 weight_decay: float = 5e-4, n_train: int = 1000, n_test: int = 500,
+                 n_public: int = 500) -> None:
+        self.size = size
+        super().__init__(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+                         optimizer=optimizer, weight_decay=weight_decay, n_train=n_train,
+                         n_test=n_test, n_public=n_public)
+
+    def validate(self) -> None:
+        check_number(self.name, "size", self.size, kind=int, low=8)
+        super().validate()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import Tensor
 
 from disguisebench.api import PluginError, Splits
@@ -35,7 +34,12 @@ def not_found(name: str, folder: Path, expected: str, obtain: str) -> PluginErro
 
 
 class LocalTask(ClassificationTask):
-    """Base for tasks whose images sit in a local folder; subclasses implement ``_pools``."""
+    """Base for tasks whose images sit in a local folder; subclasses implement ``_pools``.
+
+    Args:
+        data_dir: data folder (null: $DISGUISEBENCH_DATA, else ./data).
+        download: fetch the files with torchvision (or scikit-learn) when they are missing.
+    """
 
     def __init__(self, *, data_dir: str | None = None, download: bool = False,
                  model: str = "paper-cnn", epochs: int = 10, batch_size: int = 128,

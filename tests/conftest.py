@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
-from collections.abc import Iterator
 
 import pytest
 
 from disguisebench import plan as plan_mod
-from disguisebench import registry
 from disguisebench import store as store_mod
 
 TOY_PLAN = {
@@ -26,19 +23,6 @@ TOY_PLAN = {
 @pytest.fixture
 def toy_plan() -> plan_mod.Plan:
     return plan_mod.from_dict(dict(TOY_PLAN))
-
-
-@contextlib.contextmanager
-def temporary_plugin(name: str, cls: type) -> Iterator[type]:
-    """Register ``cls`` as ``name`` for the duration of a test."""
-    registry._discover()
-    registry._add(cls, name, f"test {cls.__qualname__}")
-    kind = registry._kind_of(cls)
-    try:
-        yield cls
-    finally:
-        registry._registry[kind].pop(name, None)
-        registry._origin.pop((kind, name), None)
 
 
 @pytest.fixture(autouse=True)

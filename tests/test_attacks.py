@@ -14,7 +14,7 @@ from disguisebench import registry, runner, scoring
 from disguisebench.api import GALLERY, LABEL, LEVELS, MODEL, TARGETS, Attack, Data, PluginError
 from disguisebench.store import FAILED, OK, Store
 from disguisebench.tasks.toy import Toy
-from tests.conftest import TOY_PLAN, temporary_plugin
+from tests.conftest import TOY_PLAN
 
 
 class Memorize(Toy):
@@ -112,8 +112,6 @@ def test_learned_inversion_linear_stage_inverts_rmt_from_oracle_pairs():
 def test_class_membership_reports_spread_against_its_baseline():
     _, m = attack_on("class-membership", "level-1")
     assert m["attack.max_entropy"] == 2.0
-    for key in ("entropy", "baseline_entropy"):
-        assert 0 <= m[f"attack.{key}"] <= 2.0
     assert m["attack.entropy"] < 0.5  # a plaintext-trained model concentrates each class
     # The baseline is trained with the task's recipe: it classifies, not just concentrates.
     assert m["attack.baseline_accuracy"] > 0.8 and m["attack.baseline_entropy"] < 1.0
@@ -134,6 +132,10 @@ def test_spread_of_concentrated_and_uniform_histograms():
 def test_attack_parameters_are_validated():
     with pytest.raises(PluginError, match="margin=2"):
         registry.create("attack", "known-pair-regression", {"margin": 2})
+    attack = registry.create("attack", "known-pair-regression")
+    attack.margin = 2  # run validates before the attack's own code sees the view
+    with pytest.raises(PluginError, match="margin=2"):
+        attack.run(None, seed=0)
     with pytest.raises(PluginError, match="mapping='best'"):
         registry.create("attack", "class-membership", {"mapping": "best"})
     with pytest.raises(PluginError, match="feature='edges'"):
@@ -150,7 +152,7 @@ class GalleryLabels(Attack):
     def __init__(self, finite: bool = True) -> None:
         self.finite = finite
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         assert view.targets.y is None  # labels stay withheld
         self.report_ = {"answer": 1.5 if self.finite else math.nan}
         return view.task.predict(view.model, view.gallery).argmax(1)
@@ -159,7 +161,7 @@ class GalleryLabels(Attack):
 def test_runner_scores_gallery_labels_and_stores_reports(tmp_path):
     raw = {**TOY_PLAN, "defenses": ["none"], "levels": ["level-1"],
            "attacks": ["gallery-labels", {"gallery-labels": {"finite": False}}]}
-    with temporary_plugin("gallery-labels", GalleryLabels):
+    with registry.temporary("gallery-labels", GalleryLabels):
         with Store(tmp_path / "r.db") as store:
             runner.run(plan_mod.from_dict(raw), store)
             recs = {r.attack["params"]["finite"]: r for r in store.records() if r.attack}
@@ -183,7 +185,8 @@ def test_gallery_truth_has_one_label_per_gallery_image():
 def test_shadow_label_reports_its_probe_against_an_untrained_network():
     _, plain = attack_on("shadow-label", "level-1", attack_params={"shadows": 0})
     assert plain["attack.probe_owner"] >= 0.9
-    assert 0 <= plain["attack.probe_untrained"] <= 1
+    # any network's outputs carry some class information; the owner's model adds to it
+    assert plain["attack.probe_untrained"] < plain["attack.probe_owner"]
 
 
 def test_a_model_trained_on_the_same_data_and_seed_is_reused_not_retrained(monkeypatch):

@@ -19,7 +19,6 @@ from disguisebench import registry, runner, scoring
 from disguisebench.api import LEVELS, Data, Defense
 from disguisebench.defenses._blocks import content_generator, draw_secret
 from disguisebench.defenses.block_rmt import BlockRMT
-from tests.conftest import temporary_plugin
 
 
 def _levels(x: torch.Tensor) -> torch.Tensor:
@@ -353,7 +352,7 @@ def test_renaming_the_block_hyperparameter_changes_nothing(attack, level):
     splits = task.load(seed=0)
     results = []
     for cls, params in ((BlockRMT, {"block": 4}), (RenamedRMT, {"side": 4})):
-        with temporary_plugin("renamed-rmt", RenamedRMT):
+        with registry.temporary("renamed-rmt", RenamedRMT):
             d = cls(**params).fit(splits.train, seed=11, public=splits.public)
             assert "block" not in d.get_params() or cls is BlockRMT
             found = discover(d.clone(), splits.public.x)

@@ -5,7 +5,7 @@ import torch
 
 from disguisebench import registry
 from disguisebench.api import Data, PluginError
-from disguisebench.defenses._blocks import to_blocks
+from disguisebench.blocks import to_blocks
 
 
 def byte_images(n=4, c=1, side=8, seed=0):

@@ -5,7 +5,7 @@ import torch
 
 from disguisebench import registry
 from disguisebench.api import Data, PluginError
-from disguisebench.defenses._blocks import permute_blocks, to_blocks
+from disguisebench.blocks import permute_blocks, to_blocks
 
 
 def images(n=4, c=1, side=12, seed=0):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from disguisebench.api import Data, PluginError
-from disguisebench.defenses._blocks import to_blocks
+from disguisebench.blocks import to_blocks
 from disguisebench.defenses.block_scramble import BlockScramble
 
 LE = dict(block_scramble=False, pixel_shuffle=True, split_bits=True, negative_positive="pixel",

@@ -13,7 +13,7 @@ import torch
 
 from disguisebench import registry, runner, scoring
 from disguisebench.api import LABEL, LEVELS, UPLOAD, Attack, Data, PluginError, ThreatView
-from disguisebench.defenses._blocks import to_blocks
+from disguisebench.blocks import to_blocks
 from disguisebench.tasks.toy import Toy
 
 

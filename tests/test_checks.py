@@ -5,13 +5,6 @@ import torch
 
 from disguisebench import checks, registry
 from disguisebench.api import Data, Defense
-from tests.conftest import temporary_plugin
-
-
-@pytest.mark.parametrize("name", registry.names("defense"))
-def test_every_registered_defense_passes_the_checks(name):
-    failed = [r for r in checks.run_checks(name) if not r.passed]
-    assert failed == []
 
 
 class LoopPerImage(Defense):
@@ -86,6 +79,6 @@ class NaNAtScale(Defense):
     ("shrinks-undeclared", ShrinksUndeclared, "shape", "differs from the declared (1, 16, 16)"),
 ])
 def test_checks_catch_a_bad_defense(name, cls, check, reason):
-    with temporary_plugin(name, cls):
+    with registry.temporary(name, cls):
         results = {r.check: r for r in checks.run_checks(name)}
     assert not results[check].passed and reason in results[check].reason

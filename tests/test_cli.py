@@ -49,7 +49,6 @@ import pytest  # noqa: E402
 
 from disguisebench import cli, registry  # noqa: E402
 from disguisebench.store import Store  # noqa: E402
-from tests.conftest import temporary_plugin  # noqa: E402
 from tests.test_runner import Exploding  # noqa: E402
 
 SMALL = {**TOY_PLAN, "levels": ["level-1"], "attacks": ["template-match"],
@@ -145,7 +144,7 @@ def test_run_explains_its_boards_and_the_next_command(tmp_path, capsys, monkeypa
 
 def test_a_failed_record_exits_1_and_says_how_to_see_it(tmp_path, capsys):
     db = tmp_path / "r.db"
-    with temporary_plugin("exploding-defense", Exploding):
+    with registry.temporary("exploding-defense", Exploding):
         code = main(["run", _plan(tmp_path, defenses=["exploding-defense"]), "--db", str(db)])
         err = capsys.readouterr().err
         assert code == 1

@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from disguisebench import plan as plan_mod
-from disguisebench import runner, scoring
+from disguisebench import registry, runner, scoring
 from disguisebench.api import Data, PluginError, Splits
 from disguisebench.store import OK, Store
 from disguisebench.defenses.instahide import InstaHide, random_signs
-from disguisebench.tasks._base import train_classifier
 
 
 def private(n: int = 12, c: int = 1, side: int = 6, seed: int = 0) -> Data:
@@ -153,9 +152,8 @@ def test_training_asks_for_every_epoch_including_the_first():
         asked.append(epoch)
         return data
 
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(36, 2))
-    train_classifier(model, data, seed=0, epochs=3, batch_size=8, lr=1e-2, optimizer="adam",
-                     weight_decay=0.0, reencode=reencode)
+    task = registry.create("task", "toy", {"epochs": 3, "batch_size": 8})
+    task.train(data, seed=0, num_classes=2, reencode=reencode)
     assert asked == [0, 1, 2]
 
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 from scipy.stats import beta
 
-from disguisebench import leaderboard, plan as plan_mod, report, runner, scoring, stats
+from disguisebench import leaderboard, plan as plan_mod, registry, report, runner, scoring, stats
 from disguisebench.api import KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack
 from disguisebench.cli import main
 from disguisebench.store import FAILED, NOT_APPLICABLE, Store
 from tests import _records as R
-from tests.conftest import TOY_PLAN, temporary_plugin
+from tests.conftest import TOY_PLAN
 
 
 def board(records, level="level-1"):
@@ -235,7 +235,7 @@ class LinearInverse(Attack):
     def __init__(self, ridge: float = 1e-3) -> None:
         self.ridge = ridge
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         plain, disguised = view.known_pairs
         x = disguised.x.flatten(1).double()
         y = plain.x[disguised.source[:, 0]].flatten(1).double()
@@ -247,7 +247,7 @@ class LinearInverse(Attack):
 def test_runner_keeps_gallery_images_without_secrets(tmp_path):
     raw = {**TOY_PLAN, "tasks": [{"toy": {"epochs": 1}}], "defenses": ["none", "block-rmt"],
            "attacks": ["linear-inverse", "template-match"], "levels": ["level-1", "level-2"]}
-    with temporary_plugin("linear-inverse", LinearInverse):
+    with registry.temporary("linear-inverse", LinearInverse):
         plan = plan_mod.from_dict(raw)
         db = tmp_path / "r.db"
         with Store(db) as store:

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from disguisebench import registry
 from disguisebench.api import Data, PluginError
 from disguisebench.defenses.neuracrypt import NeuraCrypt
 
@@ -80,12 +81,11 @@ def test_grid_shape_and_padding():
 
 
 def test_mnist_sized_encodings_fit_the_paper_cnn():
-    from disguisebench.tasks._models import build
-
     data = Data(torch.rand(3, 1, 28, 28))
     out = NeuraCrypt().fit(data, seed=0).transform(data)
     assert out.x.shape == (3, 64, 7, 7)
-    assert build("paper-cnn", out.image_shape, 10)(out.x).shape == (3, 10)
+    model = registry.create("task", "mnist", {"model": "paper-cnn"}).build_model(out.image_shape, 10)
+    assert model(out.x).shape == (3, 10)
 
 
 def test_bad_values_are_named():

@@ -7,7 +7,6 @@ import pytest
 from disguisebench import registry
 from disguisebench.api import Defense, PluginError
 from disguisebench.registry import RegistryError
-from tests.conftest import temporary_plugin
 
 
 def test_in_tree_plugins_are_found_without_any_setup():
@@ -41,6 +40,45 @@ def test_name_collision_names_both_sides():
     with pytest.raises(RegistryError, match=r"registered twice: by disguisebench\.defenses\.pixelate\.Pixelate "
                                             r"and by .*Other"):
         registry.register("pixelate")(Other)
+
+
+def test_a_temporary_plugin_is_known_inside_the_block_only():
+    class Passing(Defense):
+        """Leaves images as they are."""
+
+        def __init__(self) -> None:
+            pass
+
+    with registry.temporary("passing-thing", Passing) as cls:
+        assert cls is Passing and registry.get("defense", "passing-thing") is Passing
+        assert "passing-thing" in registry.names("defense")
+        with pytest.raises(RegistryError, match="'pixelate' is registered twice"):
+            with registry.temporary("pixelate", Passing):
+                pass
+    with pytest.raises(RegistryError, match="unknown defense 'passing-thing'"):
+        registry.get("defense", "passing-thing")
+    assert registry.get("defense", "pixelate").__name__ == "Pixelate"
+
+
+def test_a_subclass_that_declares_defaults_has_its_parents_signature_with_them():
+    class Base(Defense):
+        def __init__(self, *, block: int = 4, sigma: float = 0.0, mode: str = "a") -> None:
+            self.block = block
+            self.sigma = sigma
+            self.mode = mode
+
+    class Changed(Base):
+        DEFAULTS = {"sigma": 2.0, "mode": "b"}
+
+    assert Changed.param_names() == ["block", "sigma", "mode"]
+    assert Changed.defaults() == {"block": 4, "sigma": 2.0, "mode": "b"}
+    assert Changed().get_params() == {"block": 4, "sigma": 2.0, "mode": "b"}
+    assert Changed(block=2, mode="c").get_params() == {"block": 2, "sigma": 2.0, "mode": "c"}
+    assert Changed(block=3).clone().get_params() == {"block": 3, "sigma": 2.0, "mode": "b"}
+    with pytest.raises(TypeError, match="DEFAULTS names no parameter of __init__: blok"):
+        type("Typo", (Base,), {"DEFAULTS": {"blok": 2}})
+    with pytest.raises(TypeError, match="declare DEFAULTS or an __init__, not both"):
+        type("Both", (Base,), {"DEFAULTS": {"block": 2}, "__init__": Base.__init__})
 
 
 def test_entry_point_plugins_are_registered(monkeypatch):
@@ -89,5 +127,5 @@ def test_kebab_case_enforced():
             pass
 
     with pytest.raises(RegistryError, match="must be kebab-case"):
-        with temporary_plugin("Bad_Name", Bad):
+        with registry.temporary("Bad_Name", Bad):
             pass

@@ -15,11 +15,11 @@ import torch
 import yaml
 
 from disguisebench import plan as plan_mod
-from disguisebench import runner
+from disguisebench import registry, runner
 from disguisebench.api import Attack, Data, PluginError, REIDENTIFY, TARGETS
 from disguisebench.cli import main
-from disguisebench.store import Record, Store, StoreError
-from tests.conftest import TOY_PLAN, temporary_plugin
+from disguisebench.store import Record, Store
+from tests.conftest import TOY_PLAN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,8 +174,6 @@ def images(values: torch.Tensor) -> Data:
     (torch.zeros(2, 1, 4, 4, dtype=torch.float64), "expected float32 pixels in [0, 1], got dtype"),
 ])
 def test_bad_images_are_named(x, expected):
-    from disguisebench import registry
-
     with pytest.raises(PluginError) as err:
         registry.create("defense", "block-rmt", {"block": 2}).fit(images(x), seed=0)
     assert expected in str(err.value)
@@ -208,7 +206,7 @@ class WrongShape(Attack):
     def __init__(self) -> None:
         pass
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         return torch.zeros(len(view.targets) - 1, dtype=torch.long)
 
 
@@ -221,7 +219,7 @@ class NaNReconstruction(Attack):
     def __init__(self) -> None:
         pass
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         return torch.full_like(view.targets.x, float("nan"))
 
 
@@ -233,7 +231,7 @@ class NaNReconstruction(Attack):
 ])
 def test_misbehaving_attack_is_recorded_failed(tmp_path, name, cls, expected):
     raw = {**TOY_PLAN, "levels": ["level-1"], "defenses": ["none"], "attacks": [name]}
-    with temporary_plugin(name, cls):
+    with registry.temporary(name, cls):
         with Store(tmp_path / "r.db") as store:
             runner.run(plan_mod.from_dict(raw), store)
             (rec,) = [r for r in store.records() if r.attack]
@@ -259,6 +257,7 @@ def test_ctrl_c_mid_run_keeps_finished_records(tmp_path, monkeypatch, capsys):
     assert len(snapshot(db)) == 1 + 2  # utility + two attack records of the first cell
 
 
+@pytest.mark.slow  # covered by the executors' equal records and the conformance determinism tests
 def test_same_plan_and_seed_twice_give_identical_metrics(tmp_path, toy_plan):
     results = []
     for name in ("a.db", "b.db"):
@@ -276,16 +275,22 @@ def count_records(db: Path) -> int:
         return 0
 
 
-def test_sigkill_at_several_points_then_resume_matches_an_uninterrupted_run(tmp_path, toy_plan):
-    """kill -9 after 1, 8 and 15 records; each resume loses at most the cell in flight."""
-    plan = write_plan(tmp_path, toy_yaml(levels=["level-1", "level-2", "level-3"]))
+@pytest.mark.parametrize("levels,kill_points", [
+    pytest.param(["level-1"], (4,), id="once"),
+    pytest.param(["level-1", "level-2", "level-3"], (1, 8, 15), id="three-times",
+                 marks=pytest.mark.slow),
+])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, levels, kill_points):
+    """kill -9 after the given numbers of records; each resume loses at most the cell in
+    flight."""
+    plan = write_plan(tmp_path, toy_yaml(levels=levels))
     with Store(tmp_path / "whole.db") as whole:
         runner.run(plan_mod.load(plan), whole)
         expected = {r.key: (r.status, r.metrics) for r in whole.records()}
     db = tmp_path / "killed.db"
     salt = tmp_path / "whole.db.salt"  # one salt: the killed run must reproduce the whole one
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for kill_at in (1, 8, 15):
+    for kill_at in kill_points:
         proc = subprocess.Popen([sys.executable, "-m", "disguisebench.cli", "run", str(plan),
                                  "--db", str(db), "--salt-file", str(salt)], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

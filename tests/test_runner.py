@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from disguisebench import plan as plan_mod
-from disguisebench import runner
-from disguisebench.api import LABEL, MODEL, ORACLE, TARGETS, Attack, Data, Defense
+from disguisebench import registry, runner
+from disguisebench.api import LABEL, ORACLE, TARGETS, Attack, Data, Defense
 from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
-from tests.conftest import TOY_PLAN, temporary_plugin
+from tests.conftest import TOY_PLAN
 
 SALT = b"test salt, not secret".ljust(32, b".")
 
@@ -25,6 +25,7 @@ def test_second_run_writes_nothing_new(tmp_path, toy_plan):
         assert len(store) == first.written
 
 
+@pytest.mark.slow  # covered by test_reliability's kill-and-resume, Ctrl-C and second-run tests
 def test_interrupted_run_resumes_to_the_same_records(tmp_path, toy_plan):
     with Store(tmp_path / "whole.db") as whole:
         runner.run(toy_plan, whole)
@@ -91,14 +92,14 @@ class NeedsOracle(Attack):
     def __init__(self) -> None:
         pass
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         assert view.model is None and view.public is None  # only what it declared
         return torch.zeros(len(view.targets), dtype=torch.long)
 
 
 def test_failing_plugin_is_recorded_and_the_run_goes_on(tmp_path):
     raw = {**TOY_PLAN, "defenses": ["exploding-defense", "pixelate"], "levels": ["level-1"]}
-    with temporary_plugin("exploding-defense", Exploding):
+    with registry.temporary("exploding-defense", Exploding):
         plan = plan_mod.from_dict(raw)
         with Store(tmp_path / "r.db") as store:
             summary = runner.run(plan, store)
@@ -115,7 +116,7 @@ def test_failing_plugin_is_recorded_and_the_run_goes_on(tmp_path):
 
 def test_attack_needing_more_than_the_level_is_not_applicable(tmp_path):
     raw = {**TOY_PLAN, "defenses": ["none"], "attacks": ["needs-oracle"]}
-    with temporary_plugin("needs-oracle", NeedsOracle):
+    with registry.temporary("needs-oracle", NeedsOracle):
         plan = plan_mod.from_dict(raw)
         with Store(tmp_path / "r.db") as store:
             runner.run(plan, store)

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from disguisebench import plan as plan_mod
-from disguisebench import runner, sandbox
+from disguisebench import registry, runner, sandbox
 from disguisebench.api import DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, Attack, Data, Defense
 from disguisebench.cache import ModelCache
 from disguisebench.store import FAILED, OK, REFUSED, Record, Store, derive_key
-from tests.conftest import TOY_PLAN, temporary_plugin
+from tests.conftest import TOY_PLAN
 
 # The sealed harness is judged by records of a real (toy) run; template matching breaks the
 # identity completely, and visual re-identification with it.
@@ -229,7 +229,7 @@ def accuracy(records: list[Record], defense: str) -> float:
 
 @pytest.mark.parametrize("cls", GAMING, ids=lambda c: c.name)
 def test_gaming_defense_is_no_more_private_than_its_honest_transform(tmp_path, cls):
-    with temporary_plugin(cls.name, cls):
+    with registry.temporary(cls.name, cls):
         records = run_plan(tmp_path, [cls.name], ATTACKS)
     # Honest scramble: re-disguising with the clone breaks it (advantage 1). A gaming defense
     # either behaves the same for owner and attackers (broken just as completely) or gives noise
@@ -243,7 +243,7 @@ def test_gaming_defense_is_no_more_private_than_its_honest_transform(tmp_path, c
 @pytest.mark.parametrize("cls, words", [(NaNAtScale, "NaN"), (ShapeAtScale, "shape")],
                          ids=["nan", "shape"])
 def test_output_bad_only_at_scale_is_a_refusal(tmp_path, cls, words):
-    with temporary_plugin(cls.name, cls):
+    with registry.temporary(cls.name, cls):
         records = run_plan(tmp_path, [cls.name], ATTACKS)
     attacked = [r for r in records if r.defense["name"] == cls.name and r.attack is not None]
     assert attacked and all(r.status == REFUSED for r in attacked)
@@ -253,7 +253,7 @@ def test_output_bad_only_at_scale_is_a_refusal(tmp_path, cls, words):
 
 
 def test_a_defense_that_fails_its_attackers_is_broken(tmp_path):
-    with temporary_plugin(RefuseAttackers.name, RefuseAttackers):
+    with registry.temporary(RefuseAttackers.name, RefuseAttackers):
         records = run_plan(tmp_path, [RefuseAttackers.name], ["template-match"])
     (rec,) = [r for r in records if r.attack is not None and r.defense["name"] == "zoo-refuse"]
     assert rec.status == REFUSED and "not telling" in rec.error
@@ -275,7 +275,7 @@ class StackWalk(_Reid):
 
     name = "zoo-stack-walk"
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         frame = sys._getframe()
         while frame is not None:
             for value in frame.f_locals.values():
@@ -290,7 +290,7 @@ class HeapScan(_Reid):
 
     name = "zoo-heap-scan"
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         for obj in gc.get_objects():
             if type(obj).__name__ == "Scenario":
                 return obj.gallery_index[:, 0]
@@ -306,7 +306,7 @@ class SeedRederive(_Reid):
 
     name = "zoo-seed-rederive"
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         from disguisebench.plan import spec_hash
 
         task = {"name": view.task.name, "params": view.task.get_params()}
@@ -331,7 +331,7 @@ class StoreWriter(_Reid):
     def __init__(self, path: str = "") -> None:
         self.path = path
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         path = self.path
         try:
             with sqlite3.connect(path) as con:
@@ -347,7 +347,7 @@ class Mutator(_Reid):
 
     name = "zoo-mutator"
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         for t in (view.targets.x, view.public.x, view.gallery):
             t.zero_()
         return self.guess(view)
@@ -358,7 +358,7 @@ class TaskLoader(_Reid):
 
     name = "zoo-task-loader"
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         view.task.load(seed=0)
         return self.guess(view)
 
@@ -368,7 +368,7 @@ class ProcPeek(_Reid):
 
     name = "zoo-proc-peek"
 
-    def run(self, view, *, seed):
+    def _run(self, view, *, seed):
         import os
 
         with open(f"/proc/{os.getppid()}/maps") as f:  # noqa: PTH123 - the point is to try
@@ -382,7 +382,7 @@ CHEATS = [StackWalk, HeapScan, SeedRederive, StoreWriter, TaskLoader, ProcPeek]
 @pytest.mark.parametrize("cls", CHEATS, ids=lambda c: c.name)
 def test_cheating_attack_fails_or_guesses_blindly(tmp_path, cls):
     attack = {cls.name: {"path": str(tmp_path / "r.db")}} if cls is StoreWriter else cls.name
-    with temporary_plugin(cls.name, cls):
+    with registry.temporary(cls.name, cls):
         records = run_plan(tmp_path, [{"block-rmt": {"block": 4}}], [attack])
     # On `none` matching is a fair break; the keyed block-rmt is where cheating would show.
     records = [r for r in records if r.defense["name"] == "block-rmt"]
@@ -401,7 +401,7 @@ def test_cheating_attack_fails_or_guesses_blindly(tmp_path, cls):
 
 def test_store_writer_cannot_touch_the_store(tmp_path):
     writer = {StoreWriter.name: {"path": str(tmp_path / "r.db")}}
-    with temporary_plugin(StoreWriter.name, StoreWriter):
+    with registry.temporary(StoreWriter.name, StoreWriter):
         records = run_plan(tmp_path, ["none"], [writer, "template-match"])
     by = {(r.attack_name, r.level): r for r in records}
     writer = by[(StoreWriter.name, "level-1")]
@@ -410,7 +410,7 @@ def test_store_writer_cannot_touch_the_store(tmp_path):
 
 
 def test_mutating_a_view_harms_no_other_attack(tmp_path):
-    with temporary_plugin(Mutator.name, Mutator):
+    with registry.temporary(Mutator.name, Mutator):
         records = run_plan(tmp_path, ["none"], [Mutator.name, "template-match"])
     (tm,) = [r for r in records if r.attack_name == "template-match"]
     assert tm.status == OK and tm.metrics["advantage"] == 1.0

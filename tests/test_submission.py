@@ -44,7 +44,9 @@ def test_external_defense_is_installed_checked_submitted_and_shown(tmp_path):
     assert submitted.returncode == 0, submitted.stderr
     entry = json.loads(next(out.glob("entries/*/level-1/pixel-shuffle*.json")).read_text())
     assert entry["defense"]["spec"] == {"name": "pixel-shuffle", "params": {"scope": "channel"}}
-    assert entry["level"] == "level-1" and 0.0 <= entry["privacy"]["value"] <= 1.0
+    # one attack: privacy is one minus its advantage
+    advantage = entry["attacks"]["template-match"]["advantage"]
+    assert entry["level"] == "level-1" and abs(entry["privacy"]["value"] - (1 - advantage)) < 1e-5
     meta = yaml.safe_load(next((out / "submissions").glob("pixel-shuffle*.yaml")).read_text())
     assert meta["defense"] == "pixel-shuffle" and meta["paper"] == ""
     assert "pixel-shuffle" in (out / "index.html").read_text()
