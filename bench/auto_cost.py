@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from disguisebench import registry, runner, scoring  # noqa: E402
+from disguisebench import registry, scoring, threat  # noqa: E402
 from disguisebench.api import LEVELS, Data, Defense  # noqa: E402
 
 TARGET = 2.0
@@ -83,18 +83,18 @@ def main(argv: list[str] | None = None) -> int:
         model = None if args.no_train else \
             task.train(disguised, seed=0, num_classes=splits.num_classes)
         train_s = time.perf_counter() - start
-        sc = runner.build_scenario(splits, disguised, n_targets=100, n_known=100, seed=3)
+        sc = threat.build_scenario(splits, disguised, n_targets=100, n_known=100, seed=3)
         seconds, cpu, winners = [], [], []
         for level in LEVELS:
             clear_caches()
             attack = registry.create("attack", "auto", {})
             granted = attack.needs | (attack.optional & LEVELS[level])
-            view = runner.build_view(level, granted, attack, task, splits, defense, model, sc)
+            view = threat.build_view(level, granted, attack, task, splits, defense, model, sc)
             start, start_cpu = time.perf_counter(), time.process_time()
             prediction = attack.run(view, seed=5)
             seconds.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
-            m = scoring.score(attack.goal, prediction, runner._truth(sc, attack.label_of))
+            m = scoring.score(attack.goal, prediction, threat.truth(sc, attack.label_of))
             from disguisebench.attacks.auto import COMPONENTS
 
             winners.append(f"{COMPONENTS[int(attack.report_['winner'])]} "

@@ -161,6 +161,11 @@ class Splits:
     num_classes: int
 
 
+def device() -> torch.device:
+    """Where models train and run: the GPU when one is present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def check_images(data: Data, *, what: str = "images") -> None:
     """Raise PluginError unless ``data`` holds a non-empty float batch of finite values in [0, 1]."""
     x = data.x

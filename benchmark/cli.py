@@ -115,6 +115,7 @@ def _next_steps(db: str) -> str:
 def _cmd_run(args: argparse.Namespace) -> int:
     import torch
 
+    from disguisebench import cell as cell_mod
     from disguisebench import executors, leaderboard, plan as plan_mod, runner
     from disguisebench.store import FAILED, Store
 
@@ -122,8 +123,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     plan = plan_mod.load(args.plan)
     plan = plan_mod.override(plan, tasks=args.tasks, defenses=args.defenses,
                              attacks=args.attacks, levels=args.levels, seeds=args.seeds)
-    todo = runner.cells(plan)
-    n_records = sum(len(runner.jobs(plan, cell)) for cell in todo)
+    todo = cell_mod.cells(plan)
+    n_records = sum(len(cell_mod.jobs(plan, cell)) for cell in todo)
     if not args.quiet:
         print(f"plan {plan.name!r}: {len(plan.tasks)} task(s) x {len(plan.defenses)} defense(s) x "
               f"{len(plan.seeds)} seed(s) = {len(todo)} cell(s) of {n_records} record(s); "
@@ -145,7 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"{summary.written} record(s) written, {summary.skipped} already stored, "
                   f"{summary.failed} failed, {summary.not_applicable} not applicable, "
                   f"in {summary.seconds:.1f} s", file=sys.stderr)
-        keys = {job.key for cell in todo for job in runner.jobs(plan, cell)}
+        keys = {job.key for cell in todo for job in cell_mod.jobs(plan, cell)}
         records = [r for r in store.records() if r.key in keys]
     print(leaderboard.render_text(leaderboard.aggregate(records)))
     if not args.quiet:

@@ -11,19 +11,19 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from disguisebench import runner
+from disguisebench.cell import Cell, Job, run_cell
 from disguisebench.api import PluginError
 from disguisebench.plan import Plan
 from disguisebench.store import Record
 
 log = logging.getLogger("disguisebench")
 
-Work = list[tuple[runner.Cell, list[runner.Job]]]
+Work = list[tuple[Cell, list[Job]]]
 Emit = Callable[[Record], None]
-Done = Callable[[runner.Cell], None]
+Done = Callable[[Cell], None]
 
 
-def cell_records(plan: Plan, cell: runner.Cell, todo: list[runner.Job],
+def cell_records(plan: Plan, cell: Cell, todo: list[Job],
                  options: dict[str, Any], threads: int | None = None) -> list[Record]:
     """Run one cell in a worker and return its records."""
     if threads is not None:
@@ -31,7 +31,7 @@ def cell_records(plan: Plan, cell: runner.Cell, todo: list[runner.Job],
 
         torch.set_num_threads(threads)
     records: list[Record] = []
-    runner.run_cell(plan, cell, todo, records.append, **options)
+    run_cell(plan, cell, todo, records.append, **options)
     return records
 
 
@@ -40,7 +40,7 @@ class InProcess:
 
     def run(self, plan: Plan, work: Work, emit: Emit, done: Done, options: dict[str, Any]) -> None:
         for cell, todo in work:
-            runner.run_cell(plan, cell, todo, emit, **options)
+            run_cell(plan, cell, todo, emit, **options)
             done(cell)
 
 

@@ -47,7 +47,7 @@ from typing import Any
 import numpy
 import torch
 
-from disguisebench.api import Data, Defense, NotApplicable, PluginError, ThreatView
+from disguisebench.api import Data, Defense, NotApplicable, PluginError, ThreatView, device
 from disguisebench.cache import data_digest
 
 log = logging.getLogger("disguisebench")
@@ -585,7 +585,7 @@ class SealedTask:
             return self._task.train(data, seed=seed, num_classes=num_classes, reencode=reencode)
         model = self._channel.request("train", params=self._task.get_params(), data=data,
                                       seed=int(seed), num_classes=int(num_classes))
-        return model.to("cuda" if torch.cuda.is_available() else "cpu")
+        return model.to(device())
 
     def __repr__(self) -> str:
         return repr(self._task)
@@ -622,7 +622,7 @@ def _attack_main(conn: Any, payload: dict[str, Any]) -> None:
         fields = dict(payload["view"])
         fields["task"] = SealedTask(_build(payload["task_cls"], payload["task_params"]), channel)
         if fields.get("model") is not None and torch.cuda.is_available():
-            fields["model"] = fields["model"].to("cuda")
+            fields["model"] = fields["model"].to(device())
         if payload["defense_cls"] is not None:
             remote = _remote_defense(payload["defense_cls"], channel)
             fields["defense"] = remote(**payload["defense_params"])
@@ -654,6 +654,76 @@ class AttackOutcome:
         self.not_applicable = not_applicable
 
 
+class _AttackServer:
+    """The driver's side of one attack sandbox: its requests for clones (each a defense host),
+    the oracle (the owner's host, counting queries) and training, answered one at a time. A
+    defense fault is remembered as the defense's refusal, whatever the attack does with it."""
+
+    def __init__(self, *, task: Any, defense: Defense | None, oracle: DefenseHost | None,
+                 pool: Data, protected: list[str], threads: int, chunk_seed: int,
+                 epochs: int) -> None:
+        self.task, self.defense, self.oracle, self.pool = task, defense, oracle, pool
+        self.protected, self.threads, self.epochs = protected, threads, epochs
+        self.hosts: dict[int, DefenseHost] = {}
+        self.counter = iter(range(1, 1 << 62))
+        self.chunk_rng = random.Random(chunk_seed)
+        self.refusal: str | None = None
+        self.queries = 0
+
+    def serve(self, op: str, kwargs: dict[str, Any]) -> Any:
+        if op == "train":
+            return _train_for_attack(type(self.task), kwargs)
+        if op == "oracle":
+            if self.oracle is None:
+                raise PluginError("the oracle was not granted")
+            data = kwargs["data"]
+            self.queries += len(data)
+            return self.oracle.transform(Data(data.x, data.y))
+        if self.defense is None:
+            raise PluginError("the defense was not granted")
+        if op == "new":
+            return self._new(kwargs)
+        if op == "close":
+            host = self.hosts.pop(kwargs["host"], None)
+            if host is not None:
+                host.close()
+            return None
+        if op == "call":
+            return self._call(kwargs)
+        raise SandboxError(f"unknown request {op!r}")
+
+    def _new(self, kwargs: dict[str, Any]) -> int:
+        if len(self.hosts) >= MAX_HOSTS:
+            raise PluginError(f"an attack may hold at most {MAX_HOSTS} fitted clones at once")
+        defense = self.defense
+        host = DefenseHost(type(defense), defense.get_params(), self.pool,
+                           chunk_seed=self.chunk_rng.getrandbits(62), protected=self.protected,
+                           threads=self.threads, epochs=self.epochs)
+        hid = next(self.counter)
+        self.hosts[hid] = host
+        data = kwargs["data"]
+        same = isinstance(data, Data) and data.image_shape == self.pool.image_shape
+        host.fit(seed=kwargs["seed"], data=None if same else data)
+        return hid
+
+    def _call(self, kwargs: dict[str, Any]) -> Data:
+        host = self.hosts.get(kwargs["host"])
+        if host is None:
+            raise PluginError("that clone was closed or never fitted")
+        method, data = kwargs["method"], kwargs["data"]
+        if method == "transform":
+            return host.transform(data, epoch=kwargs.get("epoch"))
+        if method == "test_inputs":
+            return host.test_inputs(data)
+        if method == "inverse":
+            return host.inverse(data, self.pool.image_shape)
+        raise SandboxError(f"unknown request {method!r}")
+
+    def close(self) -> None:
+        for host in self.hosts.values():
+            host.close()
+
+
 def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
                defense: Defense | None, oracle: DefenseHost | None, pool: Data,
                protected: list[str], threads: int, chunk_seed: int,
@@ -673,54 +743,9 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
         "protected": protected, "threads": threads,
     }
     proc, conn = _start(_attack_main, (payload,))
-    hosts: dict[int, DefenseHost] = {}
-    counter = iter(range(1, 1 << 62))
-    chunk_rng = random.Random(chunk_seed)
-    refusal: str | None = None
-    queries = 0
-
-    def serve(op: str, kwargs: dict[str, Any]) -> Any:
-        nonlocal queries
-        if op == "train":
-            return _train_for_attack(type(task), kwargs)
-        if op == "oracle":
-            if oracle is None:
-                raise PluginError("the oracle was not granted")
-            data = kwargs["data"]
-            queries += len(data)
-            return oracle.transform(Data(data.x, data.y))
-        if defense is None:
-            raise PluginError("the defense was not granted")
-        if op == "new":
-            if len(hosts) >= MAX_HOSTS:
-                raise PluginError(f"an attack may hold at most {MAX_HOSTS} fitted clones at once")
-            host = DefenseHost(type(defense), defense.get_params(), pool,
-                               chunk_seed=chunk_rng.getrandbits(62), protected=protected,
-                               threads=threads, epochs=epochs)
-            hid = next(counter)
-            hosts[hid] = host
-            data = kwargs["data"]
-            same = isinstance(data, Data) and data.image_shape == pool.image_shape
-            host.fit(seed=kwargs["seed"], data=None if same else data)
-            return hid
-        if op == "close":
-            host = hosts.pop(kwargs["host"], None)
-            if host is not None:
-                host.close()
-            return None
-        if op == "call":
-            host = hosts.get(kwargs["host"])
-            if host is None:
-                raise PluginError("that clone was closed or never fitted")
-            method, data = kwargs["method"], kwargs["data"]
-            if method == "transform":
-                return host.transform(data, epoch=kwargs.get("epoch"))
-            if method == "test_inputs":
-                return host.test_inputs(data)
-            if method == "inverse":
-                return host.inverse(data, pool.image_shape)
-        raise SandboxError(f"unknown request {op!r}")
-
+    server = _AttackServer(task=task, defense=defense, oracle=oracle, pool=pool,
+                           protected=protected, threads=threads, chunk_seed=chunk_seed,
+                           epochs=epochs)
     try:
         while True:
             try:
@@ -728,29 +753,29 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
             except (EOFError, OSError):
                 proc.join(timeout=5)
                 return AttackOutcome(None, {}, f"the attack's process exited (code "
-                                     f"{proc.exitcode})", refusal, queries)
+                                     f"{proc.exitcode})", server.refusal, server.queries)
             kind = message[0] if isinstance(message, tuple) and message else None
             if kind == "request":
                 _, op, kwargs = message
                 try:
-                    send_copy(conn, ("ok", serve(op, kwargs)))
+                    send_copy(conn, ("ok", server.serve(op, kwargs)))
                 except DefenseFault as err:
-                    refusal = refusal or str(err)
+                    server.refusal = server.refusal or str(err)
                     send_copy(conn, ("fault", str(err)))
                 except PluginError as err:
                     send_copy(conn, ("fault", str(err)))
             elif kind == "done":
                 _, prediction, report = message
-                return AttackOutcome(prediction, report, None, refusal, queries)
+                return AttackOutcome(prediction, report, None, server.refusal, server.queries)
             elif kind == "error":
-                return AttackOutcome(None, {}, str(message[1]), refusal, queries)
+                return AttackOutcome(None, {}, str(message[1]), server.refusal, server.queries)
             elif kind == "not-applicable":
-                return AttackOutcome(None, {}, None, refusal, queries, str(message[1]))
+                return AttackOutcome(None, {}, None, server.refusal, server.queries,
+                                      str(message[1]))
             else:
                 raise SandboxError("the attack's process broke the protocol")
     finally:
-        for host in hosts.values():
-            host.close()
+        server.close()
         # Its answer is in: nothing the process still does (interpreter and thread-pool
         # teardown, which can take a second) is worth waiting for.
         if proc.is_alive():

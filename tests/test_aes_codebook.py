@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from disguisebench.attacks.aes_codebook import codebook_lookup
-from disguisebench import registry, runner, scoring
+from disguisebench import registry, scoring, threat
 from disguisebench.api import LEVELS
 
 
@@ -22,14 +22,14 @@ def attack_toy(defense_params, attack_params=None, n_known=40):
     splits = task.load(seed=0)
     defense = registry.create("defense", "block-aes", defense_params).fit(splits.train, seed=1)
     disguised = defense.transform(splits.train)
-    scenario = runner.build_scenario(splits, disguised, n_targets=30, n_known=n_known, seed=3)
+    scenario = threat.build_scenario(splits, disguised, n_targets=30, n_known=n_known, seed=3)
     attack = registry.create("attack", "aes-codebook", attack_params)
     granted = attack.needs | (attack.optional & LEVELS["level-2"])
-    view = runner.build_view("level-2", granted, attack, task, splits, defense, None, scenario)
+    view = threat.build_view("level-2", granted, attack, task, splits, defense, None, scenario)
     assert view.defense is not None and not hasattr(view.defense, "keys_")  # keyless clone
     prediction = attack.run(view, seed=0)
-    metrics = scoring.score("reconstruct", prediction, runner._truth(scenario))
-    return {**metrics, **runner.attack_report(attack)}
+    metrics = scoring.score("reconstruct", prediction, threat.truth(scenario))
+    return {**metrics, **threat.attack_report(attack)}
 
 
 def test_codebook_decrypts_small_aes_blocks_on_the_toy_task():
@@ -58,9 +58,9 @@ def test_it_runs_on_a_defense_without_a_chunk_layout():
     splits = task.load(seed=0)
     defense = registry.create("defense", "none").fit(splits.train, seed=1)
     disguised = defense.transform(splits.train)
-    scenario = runner.build_scenario(splits, disguised, n_targets=10, n_known=10, seed=3)
+    scenario = threat.build_scenario(splits, disguised, n_targets=10, n_known=10, seed=3)
     attack = registry.create("attack", "aes-codebook", {"fill": "zero"})
-    view = runner.build_view("level-2", attack.needs, attack, task, splits, defense, None, scenario)
+    view = threat.build_view("level-2", attack.needs, attack, task, splits, defense, None, scenario)
     assert attack.run(view, seed=0).shape == (10, 1, 12, 12)
 
 
@@ -70,8 +70,8 @@ def test_codebook_on_mnist_with_2x2_blocks():
     splits = task.load(seed=0)
     defense = registry.create("defense", "block-aes", {"block": 2}).fit(splits.train, seed=1)
     disguised = defense.transform(splits.train)
-    scenario = runner.build_scenario(splits, disguised, n_targets=100, n_known=100, seed=3)
+    scenario = threat.build_scenario(splits, disguised, n_targets=100, n_known=100, seed=3)
     attack = registry.create("attack", "aes-codebook")
-    view = runner.build_view("level-2", attack.needs, attack, task, splits, defense, None, scenario)
-    metrics = scoring.score("reconstruct", attack.run(view, seed=0), runner._truth(scenario))
+    view = threat.build_view("level-2", attack.needs, attack, task, splits, defense, None, scenario)
+    metrics = scoring.score("reconstruct", attack.run(view, seed=0), threat.truth(scenario))
     assert metrics["advantage"] > 0.8

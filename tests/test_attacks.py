@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from disguisebench import plan as plan_mod
-from disguisebench import registry, runner, scoring
+from disguisebench import registry, runner, scoring, threat
 from disguisebench.api import GALLERY, LABEL, LEVELS, MODEL, TARGETS, Attack, Data, PluginError
 from disguisebench.store import FAILED, OK, Store
 from disguisebench.tasks.toy import Toy
@@ -39,7 +39,7 @@ def cell(defense: str = "none", params: tuple = (), task: str = "toy"):
                                                               public=splits.public)
     disguised = d.transform(splits.train)
     model = toy.train(disguised, seed=0, num_classes=splits.num_classes)
-    sc = runner.build_scenario(splits, disguised, n_targets=30, n_known=30, seed=3)
+    sc = threat.build_scenario(splits, disguised, n_targets=30, n_known=30, seed=3)
     return toy, splits, d, model, sc
 
 
@@ -48,10 +48,10 @@ def attack_on(name: str, level: str, defense: str = "none", params: tuple = (),
     toy, splits, d, model, sc = cell(defense, params, task)
     attack = registry.create("attack", name, attack_params or {})
     granted = attack.needs | (attack.optional & LEVELS[level])
-    view = runner.build_view(level, granted, attack, toy, splits, d, model, sc)
+    view = threat.build_view(level, granted, attack, toy, splits, d, model, sc)
     prediction = attack.run(view, seed=5)
-    metrics = scoring.score(attack.goal, prediction, runner._truth(sc, attack.label_of))
-    return attack, {**metrics, **runner.attack_report(attack)}
+    metrics = scoring.score(attack.goal, prediction, threat.truth(sc, attack.label_of))
+    return attack, {**metrics, **threat.attack_report(attack)}
 
 
 CHEAP = {"learned-inversion": {"steps": 60}, "feature-reid": {"steps": 120},
@@ -174,10 +174,10 @@ def test_runner_scores_gallery_labels_and_stores_reports(tmp_path):
 
 def test_gallery_truth_has_one_label_per_gallery_image():
     _, _, _, _, sc = cell()
-    truth = runner._truth(sc, "gallery")
+    truth = threat.truth(sc, "gallery")
     assert truth.labels.shape == (len(sc.gallery),)
     with pytest.raises(PluginError, match="label_of='plaintext'"):
-        runner._truth(sc, "plaintext")
+        threat.truth(sc, "plaintext")
     with pytest.raises(PluginError, match=r"expected \(60,\)"):
         scoring.score("label", torch.zeros(30, dtype=torch.long), truth)
 

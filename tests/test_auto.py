@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from disguisebench.attacks._discovery import discover
-from disguisebench import registry, runner, scoring
+from disguisebench import registry, scoring, threat
 from disguisebench.api import LEVELS, Data, Defense
 from disguisebench.defenses._blocks import content_generator, draw_secret
 from disguisebench.defenses.block_rmt import BlockRMT
@@ -282,7 +282,7 @@ def mnist_cell(name: str, n: int | None = REDUCED):
         d = cls(**params)
     d = d.fit(splits.train, seed=11, public=splits.public)
     disguised = d.transform(splits.train)
-    sc = runner.build_scenario(splits, disguised, n_targets=50 if n else 100, n_known=100, seed=3)
+    sc = threat.build_scenario(splits, disguised, n_targets=50 if n else 100, n_known=100, seed=3)
     return task, splits, d, sc
 
 
@@ -291,10 +291,10 @@ def ensemble_on(name: str, level: str, n: int | None = REDUCED,
     task, splits, d, sc = mnist_cell(name, n)
     attack = registry.create("attack", "auto", params or {})
     granted = attack.needs | (attack.optional & LEVELS[level])
-    view = runner.build_view(level, granted, attack, task, splits, d, None, sc)
+    view = threat.build_view(level, granted, attack, task, splits, d, None, sc)
     prediction = attack.run(view, seed=5)
-    metrics = scoring.score(attack.goal, prediction, runner._truth(sc, attack.label_of))
-    return {**metrics, **runner.attack_report(attack)}
+    metrics = scoring.score(attack.goal, prediction, threat.truth(sc, attack.label_of))
+    return {**metrics, **threat.attack_report(attack)}
 
 
 SIZES = [pytest.param(REDUCED, id="reduced"),
@@ -325,10 +325,10 @@ def test_instahide_is_not_broken_below_what_the_literature_reports(level, n):
     # that is not there.
     task, splits, d, sc = mnist_cell("instahide", n)
     carlini = registry.create("attack", "instahide-carlini", {})
-    view = runner.build_view("level-1", carlini.needs | (carlini.optional & LEVELS["level-1"]),
+    view = threat.build_view("level-1", carlini.needs | (carlini.optional & LEVELS["level-1"]),
                              carlini, task, splits, d, None, sc)
     literature = scoring.score(carlini.goal, carlini.run(view, seed=5),
-                               runner._truth(sc, carlini.label_of))["advantage"]
+                               threat.truth(sc, carlini.label_of))["advantage"]
     m = ensemble_on("instahide", level, n)
     assert m["advantage"] <= literature + 0.05, (m, literature)
 
@@ -357,11 +357,11 @@ def test_renaming_the_block_hyperparameter_changes_nothing(attack, level):
             assert "block" not in d.get_params() or cls is BlockRMT
             found = discover(d.clone(), splits.public.x)
             assert (found.unit, found.scope, found.matrix) == (4, "dataset", "orthogonal")
-            sc = runner.build_scenario(splits, d.transform(splits.train), n_targets=30,
+            sc = threat.build_scenario(splits, d.transform(splits.train), n_targets=30,
                                        n_known=30, seed=3)
             a = registry.create("attack", attack, {})
             granted = a.needs | (a.optional & LEVELS[level])
-            view = runner.build_view(level, granted, a, task, splits, d, None, sc)
+            view = threat.build_view(level, granted, a, task, splits, d, None, sc)
             results.append(a.run(view, seed=5))
     assert torch.equal(results[0], results[1])
 

@@ -11,7 +11,7 @@ import functools
 import pytest
 import torch
 
-from disguisebench import registry, runner, scoring
+from disguisebench import registry, scoring, threat
 from disguisebench.api import LABEL, LEVELS, UPLOAD, Attack, Data, PluginError, ThreatView
 from disguisebench.blocks import to_blocks
 from disguisebench.tasks.toy import Toy
@@ -41,7 +41,7 @@ def cell(defense: str, params: tuple = (), task: str = "toy"):
     d = registry.create("defense", defense, dict(params)).fit(splits.train, seed=11,
                                                               public=splits.public)
     disguised = d.transform(splits.train)
-    sc = runner.build_scenario(splits, disguised, n_targets=30, n_known=30, seed=3)
+    sc = threat.build_scenario(splits, disguised, n_targets=30, n_known=30, seed=3)
     return toy, splits, d, sc
 
 
@@ -50,10 +50,10 @@ def attack_on(name: str, defense: str, params: tuple = (), attack_params: dict |
     toy, splits, d, sc = cell(defense, params, task)
     attack = registry.create("attack", name, attack_params or {})
     granted = attack.needs | (attack.optional & LEVELS["level-1"])
-    view = runner.build_view("level-1", granted, attack, toy, splits, d, None, sc)
+    view = threat.build_view("level-1", granted, attack, toy, splits, d, None, sc)
     prediction = attack.run(view, seed=5)
-    metrics = scoring.score(attack.goal, prediction, runner._truth(sc, attack.label_of))
-    return attack, {**metrics, **runner.attack_report(attack)}, view
+    metrics = scoring.score(attack.goal, prediction, threat.truth(sc, attack.label_of))
+    return attack, {**metrics, **threat.attack_report(attack)}, view
 
 
 PERMUTATION_ONLY = (("block", 3), ("matrix", "identity"))
@@ -145,13 +145,13 @@ def test_neuracrypt_break_reidentifies_shuffled_patches():
     task = registry.create("task", "digits", {"size": 16})
     splits = task.load(seed=0)
     d = registry.create("defense", "neuracrypt", {"patch": 4}).fit(splits.train, seed=11)
-    sc = runner.build_scenario(splits, d.transform(splits.train), n_targets=60, n_known=30, seed=3)
+    sc = threat.build_scenario(splits, d.transform(splits.train), n_targets=60, n_known=30, seed=3)
 
     def run(params: dict) -> float:
         attack = registry.create("attack", "neuracrypt-break", params)
-        view = runner.build_view("level-1", attack.needs | attack.optional, attack, task, splits,
+        view = threat.build_view("level-1", attack.needs | attack.optional, attack, task, splits,
                                  d, None, sc)
-        return scoring.score("reidentify", attack.run(view, seed=5), runner._truth(sc))["success"]
+        return scoring.score("reidentify", attack.run(view, seed=5), threat.truth(sc))["success"]
 
     assert run({}) >= 0.9
     # Patch statistics alone are a weak start; the regression rounds turn it into a break.
@@ -164,7 +164,7 @@ def test_view_grants_the_whole_upload_at_level_1_without_sources_or_withheld_lab
     toy, splits, d, sc = cell("instahide", (("k", 2), ("encodings_per_image", 3)))
     assert UPLOAD in LEVELS["level-1"]
     attack = registry.create("attack", "instahide-carlini")
-    view = runner.build_view("level-1", attack.needs, attack, toy, splits, d, None, sc)
+    view = threat.build_view("level-1", attack.needs, attack, toy, splits, d, None, sc)
     assert len(view.upload) == 3 * len(splits.train) and view.upload.source is None
     assert torch.equal(view.upload.x[target_rows(view)], view.targets.x)
 
@@ -172,7 +172,7 @@ def test_view_grants_the_whole_upload_at_level_1_without_sources_or_withheld_lab
         goal = LABEL
         needs = frozenset({UPLOAD})
 
-    hidden = runner.build_view("level-1", Labels.needs, Labels(), toy, splits, d, None, sc)
+    hidden = threat.build_view("level-1", Labels.needs, Labels(), toy, splits, d, None, sc)
     assert hidden.upload.y is None and hidden.targets is None
     with pytest.raises(PluginError, match="2 targets are not rows"):
         target_rows(ThreatView(level="level-1", task=toy, num_classes=4,

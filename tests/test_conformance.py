@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from disguisebench import checks, registry, runner
+from disguisebench import checks, registry, threat
 from disguisebench.api import LABEL_OF, Attack, Capability, Data, Goal, Task
 
 DEFENSES = registry.names("defense")
@@ -82,7 +82,7 @@ def test_attack_conformance(name, toy_plan):
     defense = registry.create("defense", "pixelate").fit(splits.train, seed=1)
     disguised = defense.transform(splits.train)
     model = task.train(disguised, seed=0, num_classes=splits.num_classes)
-    sc = runner.build_scenario(splits, disguised, n_targets=20, n_known=20, seed=3)
+    sc = threat.build_scenario(splits, disguised, n_targets=20, n_known=20, seed=3)
     # Budgets cut to the minimum: this checks the contract (determinism, shapes), not strength.
     defaults = registry.get("attack", name).defaults()
     small = {k: min(v, {"steps": 10, "epochs": 1}[k]) for k, v in defaults.items()
@@ -91,7 +91,7 @@ def test_attack_conformance(name, toy_plan):
     granted = attack.needs | (attack.optional & LEVELS["level-3"])
 
     def predict():
-        view = runner.build_view("level-3", granted, attack, task, splits, defense, model, sc)
+        view = threat.build_view("level-3", granted, attack, task, splits, defense, model, sc)
         return attack.run(view, seed=5)
 
     first, second = predict(), predict()

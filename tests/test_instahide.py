@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from disguisebench import plan as plan_mod
-from disguisebench import registry, runner, scoring
+from disguisebench import registry, runner, scoring, threat
 from disguisebench.api import Data, PluginError, Splits
 from disguisebench.store import OK, Store
 from disguisebench.defenses.instahide import InstaHide, random_signs
@@ -183,7 +183,7 @@ def test_scenario_gives_every_target_its_private_originals():
     out = d.transform(data)
     splits = Splits(train=data, test=private(n=20, seed=1), public=private(n=5, seed=2),
                     num_classes=60)
-    sc = runner.build_scenario(splits, out, n_targets=6, n_known=3, seed=0)
+    sc = threat.build_scenario(splits, out, n_targets=6, n_known=3, seed=0)
     assert sc.gallery_index.shape == (6, 3) and (sc.gallery_index >= 0).all()
     # Each column points at one of the private images mixed into the target.
     target_rows = [int((out.x == t).all(3).all(2).all(1).nonzero()[0]) for t in sc.targets.x]

@@ -9,6 +9,7 @@ import torch
 from scipy.stats import beta
 
 from disguisebench import leaderboard, plan as plan_mod, registry, report, runner, scoring, stats
+from disguisebench import cell as cell_mod
 from disguisebench.api import KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack
 from disguisebench.cli import main
 from disguisebench.store import FAILED, NOT_APPLICABLE, Store
@@ -262,7 +263,7 @@ def test_runner_keeps_gallery_images_without_secrets(tmp_path):
         for r in kept:
             with np.load(art / r.meta["artifact"], allow_pickle=False) as arrays:
                 assert sorted(arrays.files) == ["disguised", "original", "reconstruction"]
-                assert all(arrays[k].shape == (runner.GALLERY_TARGETS, 1, 12, 12)
+                assert all(arrays[k].shape == (cell_mod.GALLERY_TARGETS, 1, 12, 12)
                            for k in arrays.files)
                 if r.defense["name"] == "none":
                     assert np.array_equal(arrays["original"], arrays["disguised"])

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from disguisebench import plan as plan_mod
-from disguisebench import registry, runner
+from disguisebench import executors, registry, runner
 from disguisebench.api import Attack, Data, PluginError, REIDENTIFY, TARGETS
 from disguisebench.cli import main
 from disguisebench.store import Record, Store
@@ -241,7 +241,7 @@ def test_misbehaving_attack_is_recorded_failed(tmp_path, name, cls, expected):
 def test_ctrl_c_mid_run_keeps_finished_records(tmp_path, monkeypatch, capsys):
     plan = write_plan(tmp_path, toy_yaml())
     db = tmp_path / "r.db"
-    real = runner.run_cell
+    real = executors.run_cell
     calls = []
 
     def interrupt_on_second_cell(*args, **kwargs):
@@ -250,7 +250,7 @@ def test_ctrl_c_mid_run_keeps_finished_records(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", interrupt_on_second_cell)
+    monkeypatch.setattr(executors, "run_cell", interrupt_on_second_cell)
     code = main(["run", str(plan), "--db", str(db)])
     assert code == 130
     assert "interrupted; finished records are saved" in capsys.readouterr().err

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from disguisebench import plan as plan_mod
-from disguisebench import registry, runner
+from disguisebench import registry, runner, threat
+from disguisebench import cell as cell_mod
 from disguisebench.api import LABEL, ORACLE, TARGETS, Attack, Data, Defense
 from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Store
 from tests.conftest import TOY_PLAN
@@ -64,11 +65,11 @@ def test_seed_canary_template_matching_against_block_rmt(tmp_path):
 
 
 def test_attack_seeds_never_equal_the_key_seed(toy_plan):
-    for cell in runner.cells(toy_plan):
+    for cell in cell_mod.cells(toy_plan):
         key = cell.seeds(SALT)["key"]
         for attack in toy_plan.attacks:
             assert cell.attack_seed(attack, SALT) != key
-    a, b = runner.cells(toy_plan)[1:3]
+    a, b = cell_mod.cells(toy_plan)[1:3]
     assert a.seeds(SALT)["data"] == b.seeds(SALT)["data"]  # defenses compared on the same splits
     assert a.seeds(SALT)["key"] != b.seeds(SALT)["key"]
 
@@ -132,7 +133,7 @@ def test_scenario_targets_gallery_and_known_pairs_are_consistent():
     test = Data(torch.rand(50, 1, 4, 4, generator=gen), torch.arange(50) % 3)
     splits = Splits(train, test, test, 3)
     disguised = Data(train.x * 2, train.y)
-    sc = runner.build_scenario(splits, disguised, n_targets=20, n_known=30, seed=1)
+    sc = threat.build_scenario(splits, disguised, n_targets=20, n_known=30, seed=1)
     assert sc.gallery.shape == (40, 1, 4, 4)
     # every target's original sits at its gallery index
     assert torch.equal(sc.gallery[sc.gallery_index[:, 0]] * 2, sc.targets.x)
@@ -145,18 +146,18 @@ def test_scenario_targets_gallery_and_known_pairs_are_consistent():
 
 
 def test_scenario_sizes_shrink_only_when_the_training_set_is_too_small():
-    assert runner.scenario_sizes(3000, 100, 100) == (100, 100)
-    assert runner.scenario_sizes(300, 100, 100) == (100, 100)  # exactly fits
-    assert runner.scenario_sizes(100, 100, 100) == (25, 50)  # the faces task
-    assert runner.scenario_sizes(150, 100, 0) == (75, 0)
-    assert runner.scenario_sizes(100, 10, 200) == (10, 80)
+    assert threat.scenario_sizes(3000, 100, 100) == (100, 100)
+    assert threat.scenario_sizes(300, 100, 100) == (100, 100)  # exactly fits
+    assert threat.scenario_sizes(100, 100, 100) == (25, 50)  # the faces task
+    assert threat.scenario_sizes(150, 100, 0) == (75, 0)
+    assert threat.scenario_sizes(100, 10, 200) == (10, 80)
 
 
 def test_level_sizes_keep_level_1_targets_when_only_known_pairs_do_not_fit():
-    assert runner.level_sizes(45, 20, 100, "level-1") == (20, 0)
-    assert runner.level_sizes(45, 20, 100, "level-2") == (11, 23)
+    assert threat.level_sizes(45, 20, 100, "level-1") == (20, 0)
+    assert threat.level_sizes(45, 20, 100, "level-2") == (11, 23)
     # when everything fits, every level draws the same scenario as before
-    assert runner.level_sizes(3000, 100, 100, "level-1") == (100, 100)
+    assert threat.level_sizes(3000, 100, 100, "level-1") == (100, 100)
 
 
 def test_small_task_runs_with_fewer_targets_and_says_so(tmp_path, caplog):

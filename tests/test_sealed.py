@@ -21,6 +21,7 @@ import torch
 
 from disguisebench import plan as plan_mod
 from disguisebench import registry, runner, sandbox
+from disguisebench import cell as cell_mod
 from disguisebench.api import DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, Attack, Data, Defense
 from disguisebench.cache import ModelCache
 from disguisebench.store import FAILED, OK, REFUSED, Record, Store, derive_key
@@ -420,7 +421,7 @@ def test_forged_records_are_ignored_and_rerun(tmp_path, toy_plan):
     raw = {**TOY_PLAN, "defenses": ["none"], "attacks": ["template-match"], "levels": ["level-1"]}
     plan = plan_mod.from_dict(raw)
     with Store(tmp_path / "r.db") as store:
-        keys = [job.key for cell in runner.cells(plan) for job in runner.jobs(plan, cell)]
+        keys = [job.key for cell in cell_mod.cells(plan) for job in cell_mod.jobs(plan, cell)]
     # A plugin that reached the file: it inserts a perfect-privacy record for a job to come.
     with sqlite3.connect(tmp_path / "r.db") as con:
         con.execute(
@@ -459,7 +460,7 @@ def test_salt_is_secret_and_reproduces(tmp_path, toy_plan):
         assert b.salt != salt  # a new database draws its own
     with Store(tmp_path / "c.db", salt_file=tmp_path / "a.db.salt") as c:
         assert c.salt == salt
-    cell = runner.cells(toy_plan)[0]
+    cell = cell_mod.cells(toy_plan)[0]
     assert cell.seeds(salt) != cell.seeds(b"x" * 32)
     (tmp_path / "a.db.salt").unlink()
     with pytest.raises(Exception, match="salt"):

@@ -9,6 +9,7 @@ import torch
 
 from disguisebench import plan as plan_mod
 from disguisebench import runner
+from disguisebench import cell as cell_mod
 from disguisebench.store import Store
 from tests.conftest import TOY_PLAN
 
@@ -54,7 +55,7 @@ def test_run_leaks_no_key_material(tmp_path, caplog):
             salt = store.salt
         report.write(leaderboard.aggregate(records), tmp_path / "board", artifacts=artifacts,
                      n_records=len(records))
-    cell = next(c for c in runner.cells(plan) if c.defense.name == "block-rmt")
+    cell = next(c for c in cell_mod.cells(plan) if c.defense.name == "block-rmt")
     splits = cell.task.build().load(seed=cell.seeds(salt)["data"])
     # Every fit the harness makes sees the public images; the key depends on the seed alone.
     defense = cell.defense.build().fit(splits.public, seed=cell.seeds(salt)["key"],
