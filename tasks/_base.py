@@ -9,16 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from disguisebench.api import Data, PluginError, Splits, Task, check_choice, check_number
+from disguisebench.api import Data, PluginError, Splits, Task, check_choice, check_number, device
 from disguisebench.tasks import _models
 
 log = logging.getLogger("disguisebench")
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def to_unit(x: Tensor) -> Tensor:
