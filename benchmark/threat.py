@@ -213,7 +213,7 @@ def grants(attack: Attack, level: str) -> frozenset[str]:
 
 
 def evaluate(attack: Attack, level: str, *, task: Task, splits: Splits, defense: Defense,
-             model: torch.nn.Module, scenario: Scenario, seed: int = 0) -> dict[str, float]:
+             model: torch.nn.Module | None, scenario: Scenario, seed: int = 0) -> dict[str, float]:
     """Grant, view, run and score ``attack`` at ``level`` in this process: its metrics."""
     missing = attack.needs - LEVELS[level]
     if missing:

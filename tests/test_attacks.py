@@ -11,7 +11,7 @@ import torch
 
 from disguisebench import plan as plan_mod
 from disguisebench import registry, runner, scoring, threat
-from disguisebench.api import GALLERY, LABEL, LEVELS, MODEL, TARGETS, Attack, Data, PluginError
+from disguisebench.api import GALLERY, LABEL, MODEL, TARGETS, Attack, Data, PluginError
 from disguisebench.store import FAILED, OK, Store
 from disguisebench.tasks.toy import Toy
 from tests.conftest import TOY_PLAN
@@ -47,11 +47,8 @@ def attack_on(name: str, level: str, defense: str = "none", params: tuple = (),
               attack_params: dict | None = None, task: str = "toy") -> tuple[Attack, dict]:
     toy, splits, d, model, sc = cell(defense, params, task)
     attack = registry.create("attack", name, attack_params or {})
-    granted = attack.needs | (attack.optional & LEVELS[level])
-    view = threat.build_view(level, granted, attack, toy, splits, d, model, sc)
-    prediction = attack.run(view, seed=5)
-    metrics = scoring.score(attack.goal, prediction, threat.truth(sc, attack.label_of))
-    return attack, {**metrics, **threat.attack_report(attack)}
+    return attack, threat.evaluate(attack, level, task=toy, splits=splits, defense=d, model=model,
+                                   scenario=sc, seed=5)
 
 
 CHEAP = {"learned-inversion": {"steps": 60}, "feature-reid": {"steps": 120},

@@ -290,11 +290,8 @@ def ensemble_on(name: str, level: str, n: int | None = REDUCED,
                 params: dict | None = None) -> dict:
     task, splits, d, sc = mnist_cell(name, n)
     attack = registry.create("attack", "auto", params or {})
-    granted = attack.needs | (attack.optional & LEVELS[level])
-    view = threat.build_view(level, granted, attack, task, splits, d, None, sc)
-    prediction = attack.run(view, seed=5)
-    metrics = scoring.score(attack.goal, prediction, threat.truth(sc, attack.label_of))
-    return {**metrics, **threat.attack_report(attack)}
+    return threat.evaluate(attack, level, task=task, splits=splits, defense=d, model=None,
+                           scenario=sc, seed=5)
 
 
 SIZES = [pytest.param(REDUCED, id="reduced"),
