@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from disguisebench.leaderboard import Board
+from disguisebench.leaderboard import Board, Row
 
 log = logging.getLogger("disguisebench")
 
@@ -110,30 +110,41 @@ def gallery_board(board: Board, artifacts: Path | None, path: Path,
         return False
     labels = sorted({label for row in board.rows for label, a in row.attacks.items()
                      if a.artifacts})
-    panels = []
-    for row in board.rows:
-        seeds = sorted({s for a in row.attacks.values() for s in a.artifacts})
-        if not seeds:
-            continue
-        seed = seeds[0]
-        loaded = {}
-        for label in labels:
-            result = row.attacks.get(label)
-            if result is not None and seed in result.artifacts:
-                arrays = _load(artifacts / result.artifacts[seed])
-                if arrays is not None:
-                    loaded[label] = arrays
-        if not loaded:
-            continue
-        first = next(iter(loaded.values()))
-        for i in range(min(show, len(first["original"]))):
-            panels.append((f"{row.defense}\ntarget {i + 1}, seed {seed}",
-                           [_display(first["original"][i]),
-                            _display(first["disguised"][i], rescale=True)]
-                           + [_display(loaded[a]["reconstruction"][i]) if a in loaded else None
-                              for a in labels]))
+    panels = [panel for row in board.rows for panel in _panels(row, labels, artifacts, show)]
     if not panels:
         return False
+    _draw_gallery(panels, labels, path)
+    return True
+
+
+def _panels(row: Row, labels: list[str], artifacts: Path, show: int
+            ) -> list[tuple[str, list[np.ndarray | None]]]:
+    """One defense's gallery rows, (name, images): its first ``show`` targets of the first seed
+    with kept images, original, disguised and each attack's reconstruction (None: not kept)."""
+    seeds = sorted({s for a in row.attacks.values() for s in a.artifacts})
+    if not seeds:
+        return []
+    seed = seeds[0]
+    loaded = {}
+    for label in labels:
+        result = row.attacks.get(label)
+        if result is not None and seed in result.artifacts:
+            arrays = _load(artifacts / result.artifacts[seed])
+            if arrays is not None:
+                loaded[label] = arrays
+    if not loaded:
+        return []
+    first = next(iter(loaded.values()))
+    return [(f"{row.defense}\ntarget {i + 1}, seed {seed}",
+             [_display(first["original"][i]), _display(first["disguised"][i], rescale=True)]
+             + [_display(loaded[a]["reconstruction"][i]) if a in loaded else None
+                for a in labels])
+            for i in range(min(show, len(first["original"])))]
+
+
+def _draw_gallery(panels: list[tuple[str, list[np.ndarray | None]]], labels: list[str],
+                  path: Path) -> None:
+    """The panels as one image: a column per heading, a row per target."""
     # One mosaic on one axes: dozens of matplotlib axes would take seconds per board.
     cell, gap, left, top = 84, 6, 190, 46
     headings = ["original", "disguised"] + [
@@ -166,4 +177,3 @@ def gallery_board(board: Board, artifacts: Path | None, path: Path,
         ax.text(x, y, "n/a", ha="center", va="center", fontsize=8, color="0.4")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Software": None})
-    return True
