@@ -21,8 +21,8 @@ from disguisebench.report.folder import regenerate_command, shipped_plans, write
 from disguisebench.report.page import REGENERATE, rules
 
 # Helpers the tests check through ``report``, as they did when it was one module.
-from disguisebench.report.entries import _paths  # noqa: E402, F401
-from disguisebench.report.tables import _attack_cell, _cells, _markdown_table  # noqa: E402, F401
+from disguisebench.report.entries import _paths  # noqa: F401
+from disguisebench.report.tables import _attack_cell, _cells, _markdown_table  # noqa: F401
 
 __all__ = ["GALLERY_SHOW", "REGENERATE", "SCHEMA_VERSION", "entry", "gallery_board",
            "plot_board", "regenerate_command", "rules", "shipped_plans", "slug", "write",
