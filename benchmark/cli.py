@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -286,10 +286,13 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+# A subcommand's parser: add(name, help, epilog, description=None), with the common options.
+_Add = Callable[..., argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     raw = argparse.RawDescriptionHelpFormatter
-    levels = ", ".join(LEVEL_NAMES)
     parser = argparse.ArgumentParser(
         prog="disguisebench", parents=[common], formatter_class=raw,
         description="Benchmark image disguising defenses against attacks at three threat levels.",
@@ -307,6 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=description or help, epilog=epilog,
                               parents=[common], formatter_class=raw)
 
+    for add_command in (_add_list, _add_run, _add_check, _add_show, _add_leaderboard,
+                        _add_submit, _add_disguise, _add_undisguise):
+        add_command(add)
+    return parser
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=DEFAULT_DB, help="results database (default %(default)s)")
+
+
+def _add_salt_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--salt-file", help="the results database's secret salt (default: DB.salt "
+                                       "beside it, created with a new database)")
+
+
+def _add_list(add: _Add) -> None:
     p = add("list", "list registered tasks, defenses and attacks", _examples(
         "disguisebench list                # one line each",
         "disguisebench list --long         # with every parameter's default",
@@ -315,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--long", action="store_true", help="every plugin's parameters and defaults")
     p.set_defaults(func=_cmd_list)
 
+
+def _add_run(add: _Add) -> None:
+    levels = ", ".join(LEVEL_NAMES)
     p = add("run", f"run a plan (default: {DEFAULT_PLAN})", _examples(
         f"disguisebench run                         # {DEFAULT_PLAN}: 3 defenses, 8-16 min on 2 cores",
         "disguisebench run plans/attacks.yaml      # every defense against every attack",
@@ -327,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a plan: every defense on every task and seed, every attack at every "
                     "level; print one board per (task, level).")
     p.add_argument("plan", nargs="?", help=f"YAML plan file (default {DEFAULT_PLAN})")
-    p.add_argument("--db", default=DEFAULT_DB, help="results database (default %(default)s)")
+    _add_db(p)
     p.add_argument("--tasks", metavar="NAMES", help="comma-separated task names, replacing the plan's")
     p.add_argument("--defenses", metavar="NAMES",
                    help="comma-separated defense names, replacing the plan's (none is always added)")
@@ -342,30 +364,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     p.add_argument("--no-cache", action="store_true", help="retrain models even when cached")
     p.add_argument("--retry-failed", action="store_true", help="re-run records that failed")
-    p.add_argument("--salt-file", help="the results database's secret salt (default: DB.salt "
-                                       "beside it, created with a new database)")
+    _add_salt_file(p)
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar, legend or hints: only the boards and errors")
     p.set_defaults(func=_cmd_run)
 
+
+def _add_check(add: _Add) -> None:
     p = add("check", "run the conformance checks on a defense", _examples(
         "disguisebench check block-rmt",
         "disguisebench check pixel-shuffle     # an installed external defense"))
     p.add_argument("name", help="registered defense name (in-tree or installed)")
     p.set_defaults(func=_cmd_check)
 
+
+def _add_show(add: _Add) -> None:
     p = add("show", "print the boards of a results database", _examples(
         "disguisebench show",
         "disguisebench show --db results/mine.db",
         "disguisebench show --failed           # failed records with their errors"))
-    p.add_argument("--db", default=DEFAULT_DB, help="results database (default %(default)s)")
+    _add_db(p)
     p.add_argument("--failed", action="store_true",
                    help="list failed records with their errors instead (exit 1 if any)")
     p.add_argument("--quiet", action="store_true", help="the boards without the legend")
-    p.add_argument("--salt-file", help="the results database's secret salt (default: DB.salt "
-                                       "beside it, created with a new database)")
+    _add_salt_file(p)
     p.set_defaults(func=_cmd_show)
 
+
+def _add_leaderboard(add: _Add) -> None:
     p = add("leaderboard", "write a leaderboard folder: JSON entries, README.md, plots, "
                            "galleries and index.html", _examples(
         "disguisebench leaderboard                      # into results/leaderboard/",
@@ -377,15 +403,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "of the repository is only written when --out names it. Files a previous "
                     "write left under entries/, plots/ and gallery/ that the database no longer "
                     "holds are removed from the output folder.")
-    p.add_argument("--db", default=DEFAULT_DB, help="results database (default %(default)s)")
+    _add_db(p)
     p.add_argument("--out", help="output folder (default: leaderboard/ beside the database)")
     p.add_argument("--plan-name", metavar="TEXT",
                    help="the plan the records came from, as the page's footer should name it "
                         "(default: the plan names stored with the records)")
-    p.add_argument("--salt-file", help="the results database's secret salt (default: DB.salt "
-                                       "beside it, created with a new database)")
+    _add_salt_file(p)
     p.set_defaults(func=_cmd_leaderboard)
 
+
+def _add_submit(add: _Add) -> None:
     p = add("submit", "evaluate a defense on the submission plan and write its leaderboard "
                       "entries", _examples(
         "disguisebench submit pixel-shuffle --set strength=2",
@@ -394,12 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="a defense hyperparameter, repeatable (`disguisebench list NAME` names them)")
     p.add_argument("--plan", help="submission plan (default plans/submission.yaml)")
-    p.add_argument("--db", default=DEFAULT_DB, help="results database (default %(default)s)")
+    _add_db(p)
     p.add_argument("--out", help="leaderboard folder (default: leaderboard/ beside the database)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_submit)
 
+
+def _add_disguise(add: _Add) -> None:
     p = add("disguise", "disguise an image folder or .npz under a key file", _examples(
         "disguisebench disguise --defense block-rmt --set block=4 --in train/ --out upload/ "
         "--key owner.key",
@@ -416,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="key file: drawn and written (mode 0600) if absent, re-used if present")
     p.set_defaults(func=_cmd_disguise)
 
+
+def _add_undisguise(add: _Add) -> None:
     p = add("undisguise", "undo a disguise with its key file (noise stays)", _examples(
         "disguisebench undisguise --in upload/train.npz --out recovered/ --key owner.key --png"
     ) + "\n\nA key other than the one the images were disguised with is refused.")
@@ -425,7 +456,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--png", action="store_true",
                    help="also write the images as PNG files, under their original names")
     p.set_defaults(func=_cmd_undisguise)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

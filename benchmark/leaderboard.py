@@ -50,7 +50,7 @@ import numpy as np
 
 from disguisebench import stats
 from disguisebench.api import LEVELS
-from disguisebench.stats import BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, Interval
+from disguisebench.stats import BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, Interval, pareto_front
 from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record
 
 # Record meta that describes one record rather than the software and machine that produced it.
@@ -164,82 +164,6 @@ class Board:
         return sorted({a for row in self.rows for a in row.attacks})
 
 
-def pareto_front(points: list[tuple[float | None, float | None]]) -> list[bool]:
-    """Whether each (privacy, utility) point is on the front: no other point is at least as good
-    in both and better in one. Points missing either number are never on it."""
-    front = []
-    for i, (p, u) in enumerate(points):
-        if p is None or u is None:
-            front.append(False)
-            continue
-        dominated = any(
-            q is not None and v is not None and q >= p and v >= u and (q > p or v > u)
-            for j, (q, v) in enumerate(points) if j != i)
-        front.append(not dominated)
-    return front
-
-
-class _Draws:
-    """Bootstrap draws shared by every attack and level of one (task, defense): the seed weights
-    of each resample, per seed one uniform per resample (for Jeffreys draws at a boundary), and
-    per seed and sample size the target indices. Each comes from its own generator, keyed by
-    what it is for, so no draw depends on which other records are in the store."""
-
-    def __init__(self, seeds: list[int], resamples: int) -> None:
-        self.resamples = resamples
-        self.column = {s: i for i, s in enumerate(seeds)}
-        self.weights = stats.seed_weights(np.random.default_rng([BOOTSTRAP_SEED, 0]), len(seeds),
-                                          resamples)
-        self._uniform: dict[int, np.ndarray] = {}
-        self._indices: dict[tuple[int, ...], np.ndarray] = {}
-
-    def uniform(self, seed: int) -> np.ndarray:
-        if seed not in self._uniform:
-            rng = np.random.default_rng([BOOTSTRAP_SEED, 1, seed % 2**32])
-            self._uniform[seed] = rng.random(self.resamples)
-        return self._uniform[seed]
-
-    def indices(self, seed: int, n: int, part: int = 0) -> np.ndarray:
-        """(resamples, n) indices into ``n`` targets (``part`` tells members from non-members)."""
-        key = (seed, n, part)
-        if key not in self._indices:
-            rng = np.random.default_rng([BOOTSTRAP_SEED, 2, seed % 2**32, n, part])
-            self._indices[key] = rng.integers(0, n, (self.resamples, n))
-        return self._indices[key]
-
-
-def _seed_draws(metrics: dict[str, Any], seed: int, draws: _Draws) -> np.ndarray | None:
-    """The attack's advantage on each resample of one seed's targets, or None if the record
-    keeps no per-target outcomes."""
-    if "per_target" in metrics and len(metrics["per_target"]):
-        hits = np.asarray(metrics["per_target"], dtype=float)
-        idx = draws.indices(seed, len(hits))
-        if stats.at_boundary(hits):
-            success = stats.jeffreys(hits.sum(), len(hits), draws.uniform(seed))
-        else:
-            success = hits[idx].mean(1)
-        base = metrics.get("chance_per_target")
-        if base is not None and len(base) == len(hits):  # a label attack's public baseline
-            chance = np.asarray(base, dtype=float)[idx].mean(1)
-        else:
-            chance = float(metrics["chance"])
-        return stats.advantage(success, chance)
-    if "scores" in metrics and "member" in metrics:
-        scores = np.asarray(metrics["scores"], dtype=float)
-        member = np.asarray(metrics["member"], dtype=bool)
-        pos, neg = scores[member], scores[~member]
-        if len(pos) == 0 or len(neg) == 0:
-            return None
-        observed = float(stats.auc(np.concatenate([pos, neg])[None], len(pos))[0])
-        if observed in (0.0, 1.0):  # perfectly separated: no resample can differ
-            n = min(len(pos), len(neg))
-            return stats.advantage(stats.jeffreys(observed * n, n, draws.uniform(seed)), 0.5)
-        ip, ineg = draws.indices(seed, len(pos), 1), draws.indices(seed, len(neg), 2)
-        return stats.advantage(stats.auc(np.concatenate([pos[ip], neg[ineg]], axis=1), len(pos)),
-                               0.5)
-    return None
-
-
 @dataclasses.dataclass
 class _Attack:
     """What the records say about one attack in one (task, level, defense)."""
@@ -259,6 +183,25 @@ class _Attack:
     def scored(self) -> list[int]:
         return sorted(set(self.ok) | set(self.refused))
 
+    def add(self, rec: Record) -> None:
+        """Count one of its records by status."""
+        if rec.status in (OK, REFUSED):
+            if rec.status == OK:
+                self.ok[rec.seed] = rec.metrics
+            else:
+                self.refused[rec.seed] = rec.error or "the defense refused (no reason recorded)"
+            if rec.meta.get("artifact"):
+                self.artifacts[rec.seed] = rec.meta["artifact"]
+        elif rec.status == FAILED:
+            self.failed += 1
+            if rec.error:
+                self.errors.add(rec.error)
+        elif rec.status == NOT_APPLICABLE:
+            self.not_applicable += 1
+            self.missing.update(rec.meta.get("missing", []))
+            if rec.error:
+                self.reasons.add(rec.error)
+
 
 @dataclasses.dataclass
 class _Level:
@@ -272,7 +215,7 @@ class _Level:
     notes: list[str]
 
 
-def _level(collected: dict[str, _Attack], draws: _Draws) -> _Level:
+def _level(collected: dict[str, _Attack], draws: stats.Draws) -> _Level:
     """Per-attack results with intervals, and this level's privacy and its draws."""
     results: dict[str, AttackResult] = {}
     per_attack: dict[str, np.ndarray] = {}
@@ -299,7 +242,7 @@ def _level(collected: dict[str, _Attack], draws: _Draws) -> _Level:
             continue
         per_seed = {}
         for s in seeds:
-            d = None if s in a.refused else _seed_draws(a.ok[s], s, draws)
+            d = None if s in a.refused else stats.advantage_draws(a.ok[s], s, draws)
             if d is None and s not in a.refused:
                 fixed.append(a.label)
             per_seed[s] = d if d is not None else np.full(draws.resamples, advantage[s])
@@ -359,114 +302,139 @@ def _summarise_meta(metas: list[dict[str, Any]], seeds: Iterable[int]) -> dict[s
     return out
 
 
-def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[Board]:
-    """Boards of rows, each row one defense with its utility, privacy and every attack."""
-    specs: dict[str, dict] = {}
+@dataclasses.dataclass
+class _Collected:
+    """Every record sorted into place, keyed by canonical spec JSON: ``t`` a task, ``d`` a
+    defense, a cell ``(t, level, d)``."""
+
+    specs: dict[str, dict] = dataclasses.field(default_factory=dict)
     # accuracy[t][d][seed] = (accuracy, number of test images or None)
-    accuracy: dict[str, dict[str, dict[int, tuple[float, int | None]]]] = defaultdict(
-        lambda: defaultdict(dict))
-    utility_meta: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    utility_errors: dict[tuple[str, str], set[str]] = defaultdict(set)
-    cells: dict[tuple[str, str, str], dict[str, _Attack]] = defaultdict(dict)
-    cell_meta: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-    levels: dict[str, set[str]] = defaultdict(set)
-    defenses: dict[str, set[str]] = defaultdict(set)
-    labels: dict[str, str] = {}
+    accuracy: dict[str, dict[str, dict[int, tuple[float, int | None]]]] = dataclasses.field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(dict)))
+    utility_meta: dict[tuple[str, str], list[dict]] = dataclasses.field(
+        default_factory=lambda: defaultdict(list))
+    utility_errors: dict[tuple[str, str], set[str]] = dataclasses.field(
+        default_factory=lambda: defaultdict(set))
+    cells: dict[tuple[str, str, str], dict[str, _Attack]] = dataclasses.field(
+        default_factory=lambda: defaultdict(dict))
+    cell_meta: dict[tuple[str, str, str], list[dict]] = dataclasses.field(
+        default_factory=lambda: defaultdict(list))
+    levels: dict[str, set[str]] = dataclasses.field(default_factory=lambda: defaultdict(set))
+    defenses: dict[str, set[str]] = dataclasses.field(default_factory=lambda: defaultdict(set))
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)  # attack key -> label
 
-    for rec in records:
+    def add(self, rec: Record) -> None:
         t, d = _key(rec.task), _key(rec.defense)
-        specs[t], specs[d] = rec.task, rec.defense
-        defenses[t].add(d)
+        self.specs[t], self.specs[d] = rec.task, rec.defense
+        self.defenses[t].add(d)
         if rec.attack is None:
-            utility_meta[(t, d)].append(rec.meta)
+            self.utility_meta[(t, d)].append(rec.meta)
             if rec.status == OK:
-                accuracy[t][d][rec.seed] = (float(rec.metrics["accuracy"]),
-                                            rec.metrics.get("n_test"))
+                self.accuracy[t][d][rec.seed] = (float(rec.metrics["accuracy"]),
+                                                 rec.metrics.get("n_test"))
             elif rec.error:
-                utility_errors[(t, d)].add(rec.error)
-            continue
-        levels[t].add(rec.level)
+                self.utility_errors[(t, d)].add(rec.error)
+            return
+        self.levels[t].add(rec.level)
         cell = (t, rec.level, d)
-        key = _key(rec.attack)
-        a = cells[cell].get(key)
-        if a is None:
-            if key not in labels:
-                label = spec_label("attack", rec.attack)
-                if label in labels.values():  # two specs, one display name: keep both apart
-                    from disguisebench.plan import spec_hash
-
-                    label = f"{label} #{spec_hash(rec.attack)[:6]}"
-                labels[key] = label
-            a = cells[cell][key] = _Attack(spec=rec.attack, label=labels[key])
+        a = self._attack(cell, rec.attack)
         a.goal = a.goal or rec.goal
         if rec.status in (OK, REFUSED):
-            if rec.status == OK:
-                a.ok[rec.seed] = rec.metrics
-            else:
-                a.refused[rec.seed] = rec.error or "the defense refused (no reason recorded)"
-            cell_meta[cell].append(rec.meta)
-            if rec.meta.get("artifact"):
-                a.artifacts[rec.seed] = rec.meta["artifact"]
-        elif rec.status == FAILED:
-            a.failed += 1
-            if rec.error:
-                a.errors.add(rec.error)
-        elif rec.status == NOT_APPLICABLE:
-            a.not_applicable += 1
-            a.missing.update(rec.meta.get("missing", []))
-            if rec.error:
-                a.reasons.add(rec.error)
+            self.cell_meta[cell].append(rec.meta)
+        a.add(rec)
 
+    def _attack(self, cell: tuple[str, str, str], spec: dict) -> _Attack:
+        """The cell's entry for the attack ``spec``, made on its first record."""
+        key = _key(spec)
+        a = self.cells[cell].get(key)
+        if a is None:
+            if key not in self.labels:
+                label = spec_label("attack", spec)
+                if label in self.labels.values():  # two specs, one display name: keep both apart
+                    from disguisebench.plan import spec_hash
+
+                    label = f"{label} #{spec_hash(spec)[:6]}"
+                self.labels[key] = label
+            a = self.cells[cell][key] = _Attack(spec=spec, label=self.labels[key])
+        return a
+
+
+def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[Board]:
+    """Boards of rows, each row one defense with its utility, privacy and every attack."""
+    found = _Collected()
+    for rec in records:
+        found.add(rec)
     boards = []
-    for t in sorted(levels, key=lambda k: (spec_label("task", specs[k]), k)):
-        utility = _utility(accuracy[t], specs, resamples)
-        order = sorted(levels[t], key=level_order)
-        rows: dict[str, list[Row]] = defaultdict(list)
-        for d in sorted(defenses[t]):
-            seeds = sorted({s for lv in order for a in cells.get((t, lv, d), {}).values()
-                            for s in a.scored()})
-            draws = _Draws(seeds, resamples)
-            # The minimum over levels so far: what an attacker who ignores knowledge achieves.
-            low: _Level | None = None
-            low_level, low_draws = None, None
-            complete, used = True, set()
-            for lv in order:
-                collected = cells.get((t, lv, d), {})
-                level = _level(collected, draws)
-                complete = complete and level.complete
-                used |= {s for a in collected.values() for s in a.scored()}
-                if level.privacy is not None:
-                    if low is None or level.privacy <= low.privacy:  # ties: the level itself
-                        low, low_level = level, lv
-                    low_draws = level.draws if low_draws is None else np.minimum(low_draws,
-                                                                                 level.draws)
-                row = _row(specs[d], level, utility.get(d, {}), accuracy[t][d])
-                if (t, lv, d) in cells and low is not None:
-                    row.privacy = low.privacy
-                    row.privacy_interval = stats.percentile_interval(low_draws)
-                    row.worst_attack, row.worst_level = low.worst, low_level
-                    row.worst_advantage = low.attacks[low.worst].advantage
-                    row.worst_interval = low.attacks[low.worst].interval
-                    if low_level != lv:
-                        row.notes.insert(0, f"privacy set at {low_level} by {low.worst}: an "
-                                         "attacker with more knowledge can ignore it")
-                row.complete = complete
-                if not complete:
-                    row.notes.insert(0, "incomplete: an attack failed in its own code here or "
-                                     "at a lower level, so privacy is an upper bound")
-                errors = sorted(utility_errors.get((t, d), ()))
-                if errors:
-                    row.notes.insert(0, "training failed: " + "; ".join(errors))
-                row.seeds = len(used)
-                row.manifest = _summarise_meta(utility_meta[(t, d)] + cell_meta[(t, lv, d)],
-                                               set(accuracy[t][d]) | set(used))
-                rows[lv].append(row)
-        for lv in order:
-            board_rows = rows[lv]
-            _rank(board_rows)
-            boards.append(Board(task=spec_label("task", specs[t]), level=lv, rows=board_rows,
-                                task_spec=specs[t]))
+    for t in sorted(found.levels, key=lambda k: (spec_label("task", found.specs[k]), k)):
+        boards += _task_boards(found, t, resamples)
     return boards
+
+
+def _task_boards(found: _Collected, t: str, resamples: int) -> list[Board]:
+    """The boards of one task, one per level, each ranked."""
+    utility = _utility(found.accuracy[t], found.specs, resamples)
+    order = sorted(found.levels[t], key=level_order)
+    rows: dict[str, list[Row]] = defaultdict(list)
+    for d in sorted(found.defenses[t]):
+        for lv, row in zip(order, _defense_rows(found, t, d, order, utility.get(d, {}), resamples)):
+            rows[lv].append(row)
+    boards = []
+    for lv in order:
+        _rank(rows[lv])
+        boards.append(Board(task=spec_label("task", found.specs[t]), level=lv, rows=rows[lv],
+                            task_spec=found.specs[t]))
+    return boards
+
+
+def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: dict[str, Any],
+                  resamples: int) -> list[Row]:
+    """One defense's row at each level of ``order``: privacy at a level is the minimum over it
+    and the levels below, and the entry is incomplete once an attack failed at or below it."""
+    seeds = sorted({s for lv in order for a in found.cells.get((t, lv, d), {}).values()
+                    for s in a.scored()})
+    draws = stats.Draws(seeds, resamples)
+    # The minimum over levels so far: what an attacker who ignores knowledge achieves.
+    low: _Level | None = None
+    low_level, low_draws = None, None
+    complete, used = True, set()
+    rows = []
+    for lv in order:
+        collected = found.cells.get((t, lv, d), {})
+        level = _level(collected, draws)
+        complete = complete and level.complete
+        used |= {s for a in collected.values() for s in a.scored()}
+        if level.privacy is not None:
+            if low is None or level.privacy <= low.privacy:  # ties: the level itself
+                low, low_level = level, lv
+            low_draws = level.draws if low_draws is None else np.minimum(low_draws, level.draws)
+        row = _row(found.specs[d], level, utility, found.accuracy[t][d])
+        if (t, lv, d) in found.cells and low is not None:
+            _set_privacy(row, low, low_level, low_draws, lv)
+        row.complete = complete
+        if not complete:
+            row.notes.insert(0, "incomplete: an attack failed in its own code here or at a "
+                             "lower level, so privacy is an upper bound")
+        errors = sorted(found.utility_errors.get((t, d), ()))
+        if errors:
+            row.notes.insert(0, "training failed: " + "; ".join(errors))
+        row.seeds = len(used)
+        row.manifest = _summarise_meta(found.utility_meta[(t, d)] + found.cell_meta[(t, lv, d)],
+                                       set(found.accuracy[t][d]) | set(used))
+        rows.append(row)
+    return rows
+
+
+def _set_privacy(row: Row, low: _Level, low_level: str, low_draws: np.ndarray,
+                 level: str) -> None:
+    """Give ``row`` (at ``level``) the privacy of ``low``, the weakest level up to it."""
+    row.privacy = low.privacy
+    row.privacy_interval = stats.percentile_interval(low_draws)
+    row.worst_attack, row.worst_level = low.worst, low_level
+    row.worst_advantage = low.attacks[low.worst].advantage
+    row.worst_interval = low.attacks[low.worst].interval
+    if low_level != level:
+        row.notes.insert(0, f"privacy set at {low_level} by {low.worst}: an "
+                         "attacker with more knowledge can ignore it")
 
 
 def _row(spec: dict, level: _Level, utility: dict[str, Any],
@@ -492,19 +460,11 @@ def _row(spec: dict, level: _Level, utility: dict[str, Any],
     )
 
 
-def _jeffreys(accuracy: float, n: int | None, rng: np.random.Generator,
-              resamples: int) -> np.ndarray | None:
-    if not n:
-        return None
-    k = round(accuracy * n)
-    return rng.beta(k + 0.5, n - k + 0.5, size=resamples)
-
-
 def _utility(accuracy: dict[str, dict[int, tuple[float, int | None]]], specs: dict[str, dict],
              resamples: int) -> dict[str, dict[str, Any]]:
     """Accuracy, utility and their intervals for every defense of one task."""
     rng = np.random.default_rng(BOOTSTRAP_SEED)
-    draws = {(d, s): _jeffreys(acc, n, rng, resamples)
+    draws = {(d, s): stats.accuracy_draws(acc, n, rng, resamples)
              for d in sorted(accuracy) for s, (acc, n) in sorted(accuracy[d].items())}
     base = next((d for d in sorted(accuracy) if specs[d]["name"] == "none"), None)
     out: dict[str, dict[str, Any]] = {}

@@ -7,13 +7,18 @@
   there the proportion is drawn from its Jeffreys posterior Beta(k + 1/2, n - k + 1/2) (Brown,
   Cai & DasGupta, "Interval estimation for a binomial proportion", Statistical Science 2001),
   so 100 of 100 gives an interval reaching down to about 0.975, never [1.00, 1.00].
+- One (task, defense) draws once (``Draws``) and every attack and level reuses the draws, so
+  attacks and levels stay paired; ``advantage_draws`` recomputes an attack's advantage on each
+  resample of one seed's targets, ``accuracy_draws`` a test accuracy from its posterior.
 - Entries whose intervals overlap share a rank: an entry's rank is one more than the number of
-  entries whose whole interval lies above its own.
+  entries whose whole interval lies above its own. ``pareto_front`` marks the entries no other
+  beats in both privacy and utility.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -97,3 +102,89 @@ def shared_ranks(intervals: Sequence[Interval]) -> list[int]:
     better than that of an entry clearly above it.
     """
     return [1 + sum(lo_other > hi for lo_other, _ in intervals) for _, hi in intervals]
+
+
+def pareto_front(points: list[tuple[float | None, float | None]]) -> list[bool]:
+    """Whether each (privacy, utility) point is on the front: no other point is at least as good
+    in both and better in one. Points missing either number are never on it."""
+    front = []
+    for i, (p, u) in enumerate(points):
+        if p is None or u is None:
+            front.append(False)
+            continue
+        dominated = any(
+            q is not None and v is not None and q >= p and v >= u and (q > p or v > u)
+            for j, (q, v) in enumerate(points) if j != i)
+        front.append(not dominated)
+    return front
+
+
+class Draws:
+    """Bootstrap draws shared by every attack and level of one (task, defense): the seed weights
+    of each resample, per seed one uniform per resample (for Jeffreys draws at a boundary), and
+    per seed and sample size the target indices. Each comes from its own generator, keyed by
+    what it is for, so no draw depends on which other records are in the store."""
+
+    def __init__(self, seeds: list[int], resamples: int) -> None:
+        self.resamples = resamples
+        self.column = {s: i for i, s in enumerate(seeds)}
+        self.weights = seed_weights(np.random.default_rng([BOOTSTRAP_SEED, 0]), len(seeds),
+                                    resamples)
+        self._uniform: dict[int, np.ndarray] = {}
+        self._indices: dict[tuple[int, ...], np.ndarray] = {}
+
+    def uniform(self, seed: int) -> np.ndarray:
+        if seed not in self._uniform:
+            rng = np.random.default_rng([BOOTSTRAP_SEED, 1, seed % 2**32])
+            self._uniform[seed] = rng.random(self.resamples)
+        return self._uniform[seed]
+
+    def indices(self, seed: int, n: int, part: int = 0) -> np.ndarray:
+        """(resamples, n) indices into ``n`` targets (``part`` tells members from non-members)."""
+        key = (seed, n, part)
+        if key not in self._indices:
+            rng = np.random.default_rng([BOOTSTRAP_SEED, 2, seed % 2**32, n, part])
+            self._indices[key] = rng.integers(0, n, (self.resamples, n))
+        return self._indices[key]
+
+
+def advantage_draws(metrics: dict[str, Any], seed: int, draws: Draws) -> np.ndarray | None:
+    """The attack's advantage on each resample of one seed's targets, or None if the record
+    keeps no per-target outcomes."""
+    if "per_target" in metrics and len(metrics["per_target"]):
+        hits = np.asarray(metrics["per_target"], dtype=float)
+        idx = draws.indices(seed, len(hits))
+        if at_boundary(hits):
+            success = jeffreys(hits.sum(), len(hits), draws.uniform(seed))
+        else:
+            success = hits[idx].mean(1)
+        base = metrics.get("chance_per_target")
+        if base is not None and len(base) == len(hits):  # a label attack's public baseline
+            chance = np.asarray(base, dtype=float)[idx].mean(1)
+        else:
+            chance = float(metrics["chance"])
+        return advantage(success, chance)
+    if "scores" in metrics and "member" in metrics:
+        scores = np.asarray(metrics["scores"], dtype=float)
+        member = np.asarray(metrics["member"], dtype=bool)
+        pos, neg = scores[member], scores[~member]
+        if len(pos) == 0 or len(neg) == 0:
+            return None
+        observed = float(auc(np.concatenate([pos, neg])[None], len(pos))[0])
+        if observed in (0.0, 1.0):  # perfectly separated: no resample can differ
+            n = min(len(pos), len(neg))
+            return advantage(jeffreys(observed * n, n, draws.uniform(seed)), 0.5)
+        ip, ineg = draws.indices(seed, len(pos), 1), draws.indices(seed, len(neg), 2)
+        return advantage(auc(np.concatenate([pos[ip], neg[ineg]], axis=1), len(pos)),
+                               0.5)
+    return None
+
+
+def accuracy_draws(accuracy: float, n: int | None, rng: np.random.Generator,
+                   resamples: int) -> np.ndarray | None:
+    """(resamples,) draws of a test accuracy k/n from its Jeffreys posterior
+    Beta(k + 1/2, n - k + 1/2); None when the test-set size is unknown."""
+    if not n:
+        return None
+    k = round(accuracy * n)
+    return rng.beta(k + 0.5, n - k + 0.5, size=resamples)
