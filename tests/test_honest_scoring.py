@@ -49,7 +49,7 @@ def test_a_refusing_defense_counts_as_a_complete_break_with_the_reason_shown():
     entry = report.entry(b, row)
     assert entry["attacks"][label]["refusals"] == ["PluginError: block-rmt.transform: boom"]
     assert entry["records"]["refused"] == 1
-    cell = report._attack_cell(row.attacks[label])
+    cell = report.attack_cell(row.attacks[label])
     assert cell.text == "1.000 refused" and "block-rmt.transform: boom" in cell.title
     # Refused on one seed of two: that seed counts 1, the other its own advantage.
     two = recs + [R.utility(R.RMT, 0.9, seed=1), R.attack(R.RMT, R.SORTED, "level-1", 20, seed=1)]
@@ -74,7 +74,7 @@ def test_a_failing_attack_makes_the_entry_an_unranked_upper_bound():
     assert "≤1.000" in text and "incomplete" in text
     entry = report.entry(b, row)
     assert entry["rank"] is None and entry["privacy"]["upper_bound"] is True
-    cells = report._cells(b, row)
+    cells = report.row_cells(b, row)
     assert cells[0].text == "–" and cells[3].text == "≤1.000"
     # A lower level's failure carries up: that level may set the privacy above it.
     up = recs + [R.attack(R.RMT, R.TEMPLATE, "level-2", 0)]
@@ -158,7 +158,7 @@ def test_boundary_intervals_and_shared_ranks_with_the_number_of_seeds():
     assert all(r.seeds == 1 for r in b.rows)
     text = leaderboard.render_text([b])
     assert "=1" in text and "seeds" in text
-    out = report._markdown_table(b, report._paths(b))
+    out = report.markdown_table(b, report.board_paths(b))
     assert "| seeds |" in out and "| =1 |" in out
     assert stats.shared_ranks([(0.8, 0.9), (0.7, 0.85), (0.6, 0.75)]) == [1, 1, 2]
 

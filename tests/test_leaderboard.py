@@ -158,7 +158,7 @@ def test_failed_and_not_applicable_records_are_shown_but_not_scored():
     assert entry["attacks"]["visual-reid"]["status"] == "not-applicable"
     assert entry["attacks"]["template-match(feature=sorted-pixels)"]["errors"] == [
         "RuntimeError: boom"]
-    cells = [c.text for c in report._cells(b, row)]
+    cells = [c.text for c in report.row_cells(b, row)]
     assert "failed" in cells and "n/a" in cells
 
 

@@ -20,10 +20,10 @@ from disguisebench.report.figures import GALLERY_SHOW, gallery_board, plot_board
 from disguisebench.report.folder import regenerate_command, shipped_plans, write, write_from_store
 from disguisebench.report.page import REGENERATE, rules
 
-# Helpers the tests check through ``report``, as they did when it was one module.
-from disguisebench.report.entries import _paths  # noqa: F401
-from disguisebench.report.tables import _attack_cell, _cells, _markdown_table  # noqa: F401
+# A board's files, cells and Markdown table, for callers that lay boards out themselves.
+from disguisebench.report.entries import board_paths
+from disguisebench.report.tables import attack_cell, markdown_table, row_cells
 
-__all__ = ["GALLERY_SHOW", "REGENERATE", "SCHEMA_VERSION", "entry", "gallery_board",
-           "plot_board", "regenerate_command", "rules", "shipped_plans", "slug", "write",
-           "write_from_store"]
+__all__ = ["GALLERY_SHOW", "REGENERATE", "SCHEMA_VERSION", "attack_cell", "board_paths", "entry",
+           "gallery_board", "markdown_table", "plot_board", "regenerate_command", "row_cells",
+           "rules", "shipped_plans", "slug", "write", "write_from_store"]

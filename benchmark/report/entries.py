@@ -52,7 +52,7 @@ class _Paths:
         return f"gallery/{self.task}/{self.level}.png"
 
 
-def _paths(board: Board) -> _Paths:
+def board_paths(board: Board) -> _Paths:
     task, level = slug(board.task), slug(board.level)
     entries: dict[str, str] = {}
     taken: set[str] = set()

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from disguisebench.leaderboard import Board, aggregate
-from disguisebench.report.entries import _dump, _paths, entry
+from disguisebench.report.entries import _dump, board_paths, entry
 from disguisebench.report.figures import gallery_board, plot_board
 from disguisebench.report.page import REGENERATE, _html, _readme
 from disguisebench.store import Record, Store
@@ -24,7 +24,7 @@ def write(boards: list[Board], out: str | Path, *, artifacts: Path | None = None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    paths = [_paths(board) for board in boards]
+    paths = [board_paths(board) for board in boards]
     galleries = []
     for board, p in zip(boards, paths):
         for row in board.rows:

@@ -7,7 +7,7 @@ from typing import Any
 
 from disguisebench.leaderboard import CONFIDENCE, Board
 from disguisebench.report.entries import _PRIVACY_METHOD, _UTILITY_METHOD, _Paths
-from disguisebench.report.tables import _cells, _columns, _markdown_table
+from disguisebench.report.tables import row_cells, _columns, markdown_table
 
 REGENERATE = "disguisebench run plans/attacks.yaml && disguisebench leaderboard --out leaderboard"
 
@@ -75,7 +75,7 @@ def _readme(boards: list[Board], paths: list[_Paths], galleries: list[bool], n_r
         "",
     ]
     for board, p, has_gallery in zip(boards, paths, galleries):
-        parts += [f"## {board.task} / {board.level}", "", _markdown_table(board, p), "",
+        parts += [f"## {board.task} / {board.level}", "", markdown_table(board, p), "",
                   f"![privacy against utility, {board.task} / {board.level}]({p.plot})", ""]
         if has_gallery:
             parts += [f"![gallery, {board.task} / {board.level}]({p.gallery})", ""]
@@ -106,7 +106,7 @@ def _html(boards: list[Board], paths: list[_Paths], galleries: list[bool],
         rows = []
         attacks = board.attack_labels()
         for row in board.rows:
-            cells = _cells(board, row, attacks)
+            cells = row_cells(board, row, attacks)
             rows.append({"cells": cells, "entry": p.entries[row.defense], "pareto": row.pareto})
         views.append({
             "id": f"board-{i + 1}", "task": board.task, "level": board.level,

@@ -30,7 +30,7 @@ def _ci(interval: Interval | None) -> str:
     return "" if interval is None else f"[{interval[0]:.2f}, {interval[1]:.2f}]"
 
 
-def _attack_cell(result: AttackResult | None) -> _Cell:
+def attack_cell(result: AttackResult | None) -> _Cell:
     if result is None:
         return _Cell("")
     if result.advantage is None:
@@ -78,7 +78,7 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
     ]
 
 
-def _cells(board: Board, row: Row, attacks: list[str] | None = None) -> list[_Cell]:
+def row_cells(board: Board, row: Row, attacks: list[str] | None = None) -> list[_Cell]:
     """The cells of one row; ``attacks``, the board's attack columns, when already listed."""
     attacks = board.attack_labels() if attacks is None else attacks
     privacy = _fmt(row.privacy)
@@ -95,7 +95,7 @@ def _cells(board: Board, row: Row, attacks: list[str] | None = None) -> list[_Ce
         _Cell(_fmt(row.accuracy), row.accuracy, interval=_ci(row.accuracy_interval)),
         _Cell("–" if row.worst_attack is None else worst_text(row, board.level),
               row.worst_attack),
-        *[_attack_cell(row.attacks.get(a)) for a in attacks],
+        *[attack_cell(row.attacks.get(a)) for a in attacks],
         _Cell(str(row.refused) if row.refused else "", row.refused),
         _Cell(str(row.failed) if row.failed else "", row.failed),
         _Cell(str(row.not_applicable) if row.not_applicable else "", row.not_applicable),
@@ -106,13 +106,13 @@ def _md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _markdown_table(board: Board, paths: _Paths) -> str:
+def markdown_table(board: Board, paths: _Paths) -> str:
     headings = [c[0] for c in _columns(board)]
     lines = ["| " + " | ".join(map(_md, headings)) + " |",
              "|" + "|".join("---" if i in (1, 2, 7) else "--:" for i in range(len(headings))) + "|"]
     attacks = board.attack_labels()
     for row in board.rows:
-        cells = [c.full for c in _cells(board, row, attacks)]
+        cells = [c.full for c in row_cells(board, row, attacks)]
         cells[2] = f"[{_md(row.defense)}]({paths.entries[row.defense]})"
         lines.append("| " + " | ".join(_md(c) if i != 2 else c for i, c in enumerate(cells)) + " |")
     return "\n".join(lines)
