@@ -83,7 +83,7 @@ def encode(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         t = obj.detach().cpu().contiguous()
         dtype = str(t.dtype).removeprefix("torch.")
-        raw = t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
         return (_TENSOR, dtype, tuple(t.shape), raw)
     if isinstance(obj, Data):
         return (_DATA, encode(obj.x), encode(obj.y), encode(obj.source))
@@ -149,10 +149,16 @@ def send_plain(conn: Any, obj: Any) -> None:
 
 
 def send_copy(conn: Any, obj: Any) -> None:
-    """Send ``obj`` to a plugin process by value. ``Connection.send`` would move a tensor's memory
-    into shared memory and map it there, so a plugin could write into the driver's tensors (the
-    public pool, the training set)."""
-    conn.send_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+    """Send ``obj`` to a plugin process by value, tensors as raw bytes. ``Connection.send`` would
+    move a tensor's memory into shared memory and map it there, so a plugin could write into the
+    driver's tensors (the public pool, the training set); plain pickling would pass each tensor
+    through ``torch.save``, milliseconds a tensor."""
+    conn.send_bytes(pickle.dumps(encode(obj), protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def receive_copy(conn: Any) -> Any:
+    """In a plugin process: what the driver sent with ``send_copy``."""
+    return decode(pickle.loads(conn.recv_bytes()))
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -200,7 +206,7 @@ def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
     arguments travel by value (see ``send_copy``)."""
     ctx = context()
     conn, child = ctx.Pipe()
-    blob = pickle.dumps((target, args), protocol=pickle.HIGHEST_PROTOCOL)
+    blob = pickle.dumps((target, encode(args)), protocol=pickle.HIGHEST_PROTOCOL)
     proc = ctx.Process(target=_unpack, args=(child, blob), daemon=True)
     with _without_main():
         proc.start()
@@ -210,7 +216,7 @@ def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
 
 def _unpack(conn: Any, blob: bytes) -> None:
     target, args = pickle.loads(blob)
-    target(conn, *args)
+    target(conn, *decode(args))
 
 
 def _seal(protected: Iterable[str], threads: int) -> None:
@@ -266,12 +272,17 @@ def _defense_main(conn: Any, cls: type, params: dict[str, Any], pool: Data,
     send_plain(conn, ("ok", None))
     while True:
         try:
-            request = conn.recv()
+            request = receive_copy(conn)
         except EOFError:
             return
         if request is None:
             return
         method, kwargs = request
+        # One thread for the harness's chunks (at most MAX_CHUNK rows): a defense's work on one is
+        # short, and waking a second thread for each op costs more than it saves; whole batches
+        # (defenses that mix images, the oracle's large requests) get every thread.
+        data = kwargs.get("data")
+        torch.set_num_threads(threads if isinstance(data, Data) and len(data) > MAX_CHUNK else 1)
         try:
             if method == "fit":
                 data = kwargs["data"] if kwargs["data"] is not None else pool
@@ -302,7 +313,7 @@ def _check_output(out: Any, n_in: int, shape: tuple[int, ...], what: str,
     if tuple(x.shape[1:]) != tuple(shape):
         raise DefenseFault(f"{what} returned images of shape {tuple(x.shape[1:])} for a batch of "
                            f"{n_in}; the defense declares {tuple(shape)}")
-    if not torch.isfinite(x).all():
+    if not numpy.isfinite(x.numpy()).all():  # numpy: no thread pool to wake for one check
         bad = int((~torch.isfinite(x)).sum())
         raise DefenseFault(f"{what} returned {bad} NaN or infinite values in a batch of {n_in}")
     if out.source is None:
@@ -504,9 +515,9 @@ class _Channel:
         while self.released:
             host = self.released.pop()
             send_plain(self.conn, ("request", "close", {"host": host}))
-            self.conn.recv()
+            receive_copy(self.conn)
         send_plain(self.conn, ("request", op, kwargs))
-        status, value = self.conn.recv()
+        status, value = receive_copy(self.conn)
         if status == "fault":
             raise DefenseFault(value)
         return value
