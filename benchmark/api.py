@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import enum
 import functools
 import inspect
 import math
@@ -21,13 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 import torch
 from torch import Tensor, nn
 
-from disguisebench.errors import PluginError  # noqa: F401 (re-exported: plugins import it here)
+from disguisebench.errors import Name, PluginError  # noqa: F401 (re-exported: plugins import it here)
 
 if TYPE_CHECKING:
     from disguisebench.blocks import BlockLayout
 
 
-class Capability(enum.StrEnum):
+class Capability(Name):
     """What an attack can be granted (docs/design.md, "Threat levels"); each is a field of
     ``ThreatView``. The runner builds a view holding exactly the ones the threat level grants
     and the attack declares. Members are strings: records and plans hold the values."""
@@ -40,9 +39,6 @@ class Capability(enum.StrEnum):
     GALLERY = "gallery"
     KNOWN_PAIRS = "known_pairs"
     ORACLE = "oracle"
-
-    def __repr__(self) -> str:
-        return repr(self.value)  # messages read as they did when capabilities were strings
 
 
 TARGETS = Capability.TARGETS
@@ -63,7 +59,7 @@ LEVELS: dict[str, frozenset[Capability]] = {
 }
 
 
-class Goal(enum.StrEnum):
+class Goal(Name):
     """What an attack tries to learn; ``disguisebench.scoring`` turns a prediction into success
     for each. Members are strings: records hold the values."""
 
@@ -71,9 +67,6 @@ class Goal(enum.StrEnum):
     RECONSTRUCT = "reconstruct"
     LABEL = "label"
     MEMBERSHIP = "membership"
-
-    def __repr__(self) -> str:
-        return repr(self.value)
 
 
 REIDENTIFY = Goal.REIDENTIFY

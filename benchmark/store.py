@@ -14,7 +14,6 @@ record, a log or the leaderboard; ``--salt-file`` lets two machines share one.
 from __future__ import annotations
 
 import dataclasses
-import enum
 import hashlib
 import hmac
 import json
@@ -27,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from disguisebench.errors import PluginError
+from disguisebench.errors import Name, PluginError
 
 log = logging.getLogger("disguisebench")
 
@@ -37,7 +36,7 @@ SALT_BYTES = 32
 
 
 
-class Status(enum.StrEnum):
+class Status(Name):
     """A record's outcome. Members are strings; the database stores the values."""
 
     OK = "ok"
@@ -48,9 +47,6 @@ class Status(enum.StrEnum):
     # a re-fit under the attacker's key, the oracle): it refused to be evaluated, which the
     # leaderboard scores as a complete break of that attack (advantage 1), the reason shown.
     REFUSED = "refused"
-
-    def __repr__(self) -> str:
-        return repr(self.value)
 
 
 OK = Status.OK
