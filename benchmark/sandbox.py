@@ -158,7 +158,7 @@ def send_copy(conn: Any, obj: Any) -> None:
 
 def receive_copy(conn: Any) -> Any:
     """In a plugin process: what the driver sent with ``send_copy``."""
-    return decode(pickle.loads(conn.recv_bytes()))
+    return decode(conn.recv())
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -203,20 +203,24 @@ def _without_main() -> Iterator[None]:
 
 def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
     """A plugin process running ``target(conn, *args)``, and the driver's end of its pipe. The
-    arguments travel by value (see ``send_copy``)."""
+    arguments travel by value (see ``send_copy``), as the process's first message."""
+    message = pickle.dumps(encode((target, args)), protocol=pickle.HIGHEST_PROTOCOL)
     ctx = context()
     conn, child = ctx.Pipe()
-    blob = pickle.dumps((target, encode(args)), protocol=pickle.HIGHEST_PROTOCOL)
-    proc = ctx.Process(target=_unpack, args=(child, blob), daemon=True)
+    proc = ctx.Process(target=_unpack, args=(child,), daemon=True)
     with _without_main():
         proc.start()
     child.close()
+    try:
+        conn.send_bytes(message)
+    except (BrokenPipeError, OSError):
+        pass  # the process is gone; the caller's first read says so
     return proc, conn
 
 
-def _unpack(conn: Any, blob: bytes) -> None:
-    target, args = pickle.loads(blob)
-    target(conn, *decode(args))
+def _unpack(conn: Any) -> None:
+    target, args = receive_copy(conn)
+    target(conn, *args)
 
 
 def _seal(protected: Iterable[str], threads: int) -> None:
