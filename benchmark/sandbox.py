@@ -87,12 +87,17 @@ def encode(obj: Any) -> Any:
         return (_TENSOR, dtype, tuple(t.shape), raw)
     if isinstance(obj, Data):
         return (_DATA, encode(obj.x), encode(obj.y), encode(obj.source))
+    return _each(obj, encode)
+
+
+def _each(obj: Any, f: Callable[[Any], Any]) -> Any:
+    """``f`` applied inside tuples, lists and dicts; anything else as it is."""
     if isinstance(obj, tuple):
-        return tuple(encode(v) for v in obj)
+        return tuple(f(v) for v in obj)
     if isinstance(obj, list):
-        return [encode(v) for v in obj]
+        return [f(v) for v in obj]
     if isinstance(obj, dict):
-        return {k: encode(v) for k, v in obj.items()}
+        return {k: f(v) for k, v in obj.items()}
     return obj
 
 
@@ -121,13 +126,7 @@ def decode(obj: Any) -> Any:
         if not isinstance(x, torch.Tensor):
             raise SandboxError("a plugin process sent Data without an image tensor")
         return Data(x, y, source)
-    if isinstance(obj, tuple):
-        return tuple(decode(v) for v in obj)
-    if isinstance(obj, list):
-        return [decode(v) for v in obj]
-    if isinstance(obj, dict):
-        return {k: decode(v) for k, v in obj.items()}
-    return obj
+    return _each(obj, decode)
 
 
 class _PlainUnpickler(pickle.Unpickler):
