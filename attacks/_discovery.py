@@ -110,7 +110,7 @@ class Structure:
         return self.in_shape != self.out_shape
 
     def summary(self) -> dict[str, float]:
-        """The discoveries as numbers, for an attack's ``report_``."""
+        """The discoveries as numbers, for an attack's diagnostics."""
         return {"unit": float(self.unit), "keyed": float(self.keyed),
                 "shared": float(self.shared), "linear": float(self.linear),
                 "pointwise": float(self.pointwise), "one_to_one": float(self.one_to_one),

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from disguisebench.api import (
-    DEFENSE, KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack, Data, NotApplicable,
+    DEFENSE, KNOWN_PAIRS, RECONSTRUCT, TARGETS, Attack, Data, NotApplicable, Outcome,
     ThreatView, check_choice, check_number)
 from disguisebench.registry import register
 
@@ -106,7 +106,7 @@ class AESCodebook(Attack):
             guess = torch.where(total > 0, (plain * single).sum(0) / total.clamp_min(1), guess)
         return guess.round().to(torch.uint8)
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         plain, disguised = view.require(KNOWN_PAIRS)
         if self.n_pairs:  # the first n disguised images; their sources index into ``plain``
             disguised = disguised[: self.n_pairs]
@@ -124,8 +124,8 @@ class AESCodebook(Attack):
                                      known_plain.reshape(-1, CHUNK), cipher.reshape(-1, CHUNK))
         found, hit = found.view(cipher.shape), hit.view(cipher.shape[:-1])
         chunks = torch.where(hit.unsqueeze(-1), found, self._guess(known_cipher, known_plain))
-        self.report_ = {"hit_rate": float(hit.float().mean()), "pairs": len(disguised),
-                        "known_chunks": known_cipher.numel() // CHUNK}
+        report = {"hit_rate": float(hit.float().mean()), "pairs": len(disguised),
+                  "known_chunks": known_cipher.numel() // CHUNK}
         log.info("%s: %d known chunk(s); %.1f %% of the target chunks found", self.name,
-                 known_cipher.numel() // CHUNK, 100 * self.report_["hit_rate"])
-        return layout.image_from_plaintext(chunks, image_shape)
+                 known_cipher.numel() // CHUNK, 100 * report["hit_rate"])
+        return Outcome(layout.image_from_plaintext(chunks, image_shape), report)

@@ -21,13 +21,14 @@ from disguisebench.attacks._ensemble import (distances, fit_forward, from_nibble
                                              position_permutation, quantile_inverse)
 from disguisebench.attacks.template_match import FEATURES
 from disguisebench.attacks.template_match import features as template_features
-from disguisebench.api import (DEFENSE, GALLERY, KNOWN_PAIRS, ORACLE, PUBLIC, REIDENTIFY, TARGETS,
-                               UPLOAD, Attack, Data, Defense, PluginError, ThreatView, check_number)
+from disguisebench.api import (
+    DEFENSE, GALLERY, KNOWN_PAIRS, ORACLE, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, Data,
+    Defense, Outcome, PluginError, ThreatView, check_number)
 from disguisebench.registry import register
 
 log = logging.getLogger("disguisebench")
 
-# Every component, in the order ``report_["winner"]`` numbers them.
+# Every component, in the order the diagnostic ``winner`` numbers them.
 COMPONENTS = ("pairs-forward", "block-regression", "oracle-gallery", "template", "quantile",
               "level-table", "unit-permutation", "moment-inversion", "jigsaw", "inversion-net",
               "pair-geometry", "silhouette", "isometry", "plane-permutation")
@@ -125,7 +126,7 @@ class Auto(Attack):
         check_number(self.name, "refine_steps", self.refine_steps, kind=int, low=0)
         check_number(self.name, "budget_s", self.budget_s, low=0)
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         start = time.perf_counter()
         defense: Defense = view.require(DEFENSE)
         public = view.require(PUBLIC)
@@ -150,14 +151,14 @@ class Auto(Attack):
         if best is None:
             raise PluginError(f"{self.name}: no component applies to defense {defense.name!r}")
         conf, winner, dist = best
-        self.report_ = {"winner": float(winner), "confidence": conf, **self.used_,
-                        "components": float(len(confidences)),
-                        "seconds": time.perf_counter() - start,
-                        **{f"confidence_{n.replace('-', '_')}": c
-                           for n, c in confidences.items()},
-                        **{f"found_{k}": v for k, v in found.summary().items()}}
+        report = {"winner": float(winner), "confidence": conf, **self.used_,
+                  "components": float(len(confidences)),
+                  "seconds": time.perf_counter() - start,
+                  **{f"confidence_{n.replace('-', '_')}": c
+                     for n, c in confidences.items()},
+                  **{f"found_{k}": v for k, v in found.summary().items()}}
         log.info("%s: %s won (%.3f)", self.name, COMPONENTS[winner], conf)
-        return dist.argmin(1)
+        return Outcome(dist.argmin(1), report)
 
     def _attempt(self, name: str, component: Callable, view: ThreatView, found: Structure,
                  seed: int) -> Tensor | None:
@@ -260,7 +261,8 @@ class Auto(Attack):
         from disguisebench.attacks.known_pair_regression import KnownPairRegression
 
         # The known pairs only: oracle queries are spent within the budget elsewhere.
-        recon = KnownPairRegression().run(dataclasses.replace(view, oracle=None), seed=seed)
+        recon = KnownPairRegression().run(dataclasses.replace(view, oracle=None),
+                                          seed=seed).prediction
         return distances(recon, view.gallery)
 
     def _oracle_gallery(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
@@ -329,7 +331,8 @@ class Auto(Attack):
             return self._position_permutation(view, seed)
         from disguisebench.attacks.permutation_recovery import PermutationRecovery
 
-        return PermutationRecovery(refine_steps=self.refine_steps).distances(view, seed=seed)
+        dist, _ = PermutationRecovery(refine_steps=self.refine_steps).distances(view, seed=seed)
+        return dist
 
     def _position_permutation(self, view: ThreatView, seed: int) -> Tensor:
         """Single positions permuted by one key: the permutation from position statistics of
@@ -385,15 +388,15 @@ class Auto(Attack):
             return None
         from disguisebench.attacks.rmt_moment_attack import RMTMomentAttack
 
-        return distances(RMTMomentAttack(refine_steps=self.refine_steps).run(view, seed=seed),
-                         view.gallery)
+        recon = RMTMomentAttack(refine_steps=self.refine_steps).run(view, seed=seed).prediction
+        return distances(recon, view.gallery)
 
     def _jigsaw(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         if found.scope == "none" or found.matrix != "identity" or found.unit < 2:
             return None
         from disguisebench.attacks.jigsaw import Jigsaw
 
-        return distances(Jigsaw().run(view, seed=seed), view.gallery)
+        return distances(Jigsaw().run(view, seed=seed).prediction, view.gallery)
 
     def _inversion_net(self, view: ThreatView, found: Structure, seed: int) -> Tensor | None:
         """A decoder trained on public images disguised under many own keys."""

@@ -8,8 +8,9 @@ import torch
 from torch import Tensor
 
 from disguisebench.attacks._common import sub_seed, train_model
-from disguisebench.api import (DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, NotApplicable,
-                               PluginError, ThreatView, check_choice, check_number)
+from disguisebench.api import (
+    DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, NotApplicable, Outcome, PluginError,
+    ThreatView, check_choice, check_number)
 from disguisebench.registry import register
 
 
@@ -75,7 +76,7 @@ class ClassMembership(Attack):
         out[torch.as_tensor(cols)] = torch.as_tensor(rows)
         return out
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         public: Data = view.require(PUBLIC)
         if view.defense is not None and \
                 tuple(view.defense.output_shape(public.image_shape)) != public.image_shape:
@@ -90,14 +91,14 @@ class ClassMembership(Attack):
         order = torch.randperm(len(public), generator=torch.Generator().manual_seed(seed))
         train, held = order[: len(order) // 2], order[len(order) // 2:]
         entropy, fano = spread(confusion(y[held], predicted[held], k))
-        self.report_ = {"entropy": entropy, "fano": fano,
-                        "max_entropy": math.log2(k)}
+        report = {"entropy": entropy, "fano": fano,
+                  "max_entropy": math.log2(k)}
         if self.baseline:
             baseline = train_model(task, public[train], seed=sub_seed(seed, 0), epochs=self.epochs,
                                    num_classes=k)
             base_pred = task.predict(baseline, public.x[held]).argmax(1)
             b_entropy, b_fano = spread(confusion(y[held], base_pred, k))
-            self.report_.update(baseline_entropy=b_entropy, baseline_fano=b_fano,
-                                baseline_accuracy=float((base_pred == y[held]).double().mean()))
+            report.update(baseline_entropy=b_entropy, baseline_fano=b_fano,
+                          baseline_accuracy=float((base_pred == y[held]).double().mean()))
         labels = task.predict(view.require(MODEL), view.require(GALLERY)).argmax(1)
-        return self._map(counts)[labels]
+        return Outcome(self._map(counts)[labels], report)

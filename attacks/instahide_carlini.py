@@ -9,7 +9,7 @@ from torch import Tensor
 
 from disguisebench.attacks._common import target_rows
 from disguisebench.api import (
-    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, ThreatView,
+    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, Outcome, ThreatView,
     check_number)
 from disguisebench.registry import register
 
@@ -116,7 +116,7 @@ class InstaHideCarlini(Attack):
         check_number(self.name, "prior_samples", self.prior_samples, kind=int, low=1)
         check_number(self.name, "max_encodings", self.max_encodings, kind=int, low=0)
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         gen = torch.Generator().manual_seed(seed)
         params = view.require(DEFENSE).get_params()
         public = view.require(PUBLIC).x
@@ -149,13 +149,13 @@ class InstaHideCarlini(Attack):
         groups, cohesion = self._clusters(feats, rows)
         images, fit = self._recover(mixtures[groups] - lo, centred - lo)
         self.groups_ = groups
-        self.report_ = {"sign_fixed_by_range": fixed / mixtures.numel(),
-                        "cluster_similarity": cohesion, "recovery_fit": fit,
-                        "encodings": float(len(mixtures))}
-        log.info("%s: %s", self.name, {n: round(v, 4) for n, v in self.report_.items()})
+        report = {"sign_fixed_by_range": fixed / mixtures.numel(),
+                  "cluster_similarity": cohesion, "recovery_fit": fit,
+                  "encodings": float(len(mixtures))}
+        log.info("%s: %s", self.name, {n: round(v, 4) for n, v in report.items()})
         out = (images + lo) * scale.expand_as(public[:1]).flatten() \
             + shift.expand_as(public[:1]).flatten()
-        return out.view(-1, *public.shape[1:]).clamp(0, 1)
+        return Outcome(out.view(-1, *public.shape[1:]).clamp(0, 1), report)
 
     def _clusters(self, feats: Tensor, rows: Tensor) -> tuple[Tensor, float]:
         """(n, m) rows of each target's cluster (the target first): greedily add the candidate

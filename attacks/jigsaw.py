@@ -11,7 +11,7 @@ from disguisebench.attacks._blockstats import blocks_of, layout
 from disguisebench.attacks._common import subsample
 from disguisebench.attacks._discovery import Structure, discover
 from disguisebench.api import (
-    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, ThreatView,
+    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, Outcome, ThreatView,
     check_choice, check_number)
 from disguisebench.blocks import from_blocks, padded_size
 from disguisebench.registry import register
@@ -270,7 +270,7 @@ class Jigsaw(Attack):
             return found.rotate, found.invert
         return self.orientations in ("rotate", "both"), self.orientations in ("invert", "both")
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         defense = view.require(DEFENSE)
         public = view.require(PUBLIC).x
         lay = layout(defense, self.name, public)
@@ -338,14 +338,14 @@ class Jigsaw(Attack):
             rows = torch.arange(len(part))[:, None]
             image = pieces[rows, placed]  # (B, S, C, k, k)
             out.append(from_blocks(image.permute(0, 2, 1, 3, 4), ph, pw)[..., :h, :w])
-        self.report_ = {"orientations": float(orient), "shared_key": float(shared is not None)}
+        report = {"orientations": float(orient), "shared_key": float(shared is not None)}
         cost = shared_cost if shared is not None else float(torch.cat(edge).mean())
         if cost is not None:
-            self.report_["edge_cost"] = cost
+            report["edge_cost"] = cost
         if shared is not None:
             self.solution_ = shared[0]
-        log.info("%s: %s", self.name, self.report_)
-        return torch.cat(out).clamp(0, 1).float()
+        log.info("%s: %s", self.name, report)
+        return Outcome(torch.cat(out).clamp(0, 1).float(), report)
 
     @staticmethod
     def _edge_cost(lr: Tensor, tb: Tensor, placed: Tensor, gh: int, gw: int) -> Tensor:

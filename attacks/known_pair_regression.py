@@ -10,8 +10,8 @@ from torch import Tensor
 from disguisebench.attacks._common import owner_pairs, regularised_inverse
 from disguisebench.attacks._discovery import discover
 from disguisebench.api import (
-    DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack, NotApplicable, PluginError,
-    ThreatView, check_number)
+    DEFENSE, KNOWN_PAIRS, ORACLE, PUBLIC, RECONSTRUCT, TARGETS, Attack, NotApplicable, Outcome,
+    PluginError, ThreatView, check_number)
 from disguisebench.blocks import from_blocks, pad_to_blocks, to_blocks
 from disguisebench.registry import register
 
@@ -82,7 +82,7 @@ class KnownPairRegression(Attack):
         # No unit smaller than the image: fit every pixel position on its own.
         return found.unit if found.found and found.unit < min(plain.shape[-2:]) else 1
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         view.require(KNOWN_PAIRS)
         k = self._block_size(view)
         pairs = owner_pairs(view)
@@ -123,11 +123,11 @@ class KnownPairRegression(Attack):
         recon = from_blocks(blocks, *padded.shape[-2:])[..., :h, :w].float()
 
         self.alignment_ = source
-        self.report_ = {**self._diagnostics(a[source, :, :k], residual, source, centred),
-                        "pairs": float(len(plain))}
+        report = {**self._diagnostics(a[source, :, :k], residual, source, centred),
+                  "pairs": float(len(plain))}
         log.info("%s: %.2f of %d block positions recovered from %d pairs", self.name,
-                 self.report_["positions_recovered"], len(source), len(plain))
-        return recon
+                 report["positions_recovered"], len(source), len(plain))
+        return Outcome(recon, report)
 
     def _diagnostics(self, plain_rows: Tensor, residual: Tensor, source: Tensor,
                      centred: Tensor) -> dict[str, float]:

@@ -10,7 +10,7 @@ from torch import Tensor
 from disguisebench.attacks._blockstats import correlation, swap_refine
 from disguisebench.attacks._common import regularised_inverse, subsample
 from disguisebench.api import (
-    DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, Defense, NotApplicable,
+    DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, Defense, NotApplicable, Outcome,
     PluginError, ThreatView, check_number)
 from disguisebench.blocks import pad_to_blocks, to_blocks
 from disguisebench.registry import register
@@ -109,8 +109,8 @@ class NeuraCryptBreak(Attack):
         b = to_blocks(x, patch)  # (N, C, P, p, p)
         return b.permute(0, 2, 1, 3, 4).flatten(2)
 
-    def _patch_layout(self, defense: Defense, image_shape: tuple[int, int, int],
-                      grid: tuple[int, int]) -> tuple[int, bool]:
+    def patch_layout(self, defense: Defense, image_shape: tuple[int, int, int],
+                     grid: tuple[int, int]) -> tuple[int, bool]:
         """The patch side in pixels and whether patches are shuffled per image: from the
         defense's block layout when its blocks are the cells of the encodings' grid, else one
         patch per grid cell of the plaintext, left in place."""
@@ -126,12 +126,12 @@ class NeuraCryptBreak(Attack):
                                 f"{grid} grid from images of size {(h, w)}")
         return h // grid[0], False  # one pixel per patch for a defense that keeps the size
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         targets = view.require(TARGETS).x
         gallery = view.require(GALLERY)
         public = view.require(PUBLIC).x
         grid = tuple(targets.shape[-2:])
-        patch, shuffled = self._patch_layout(view.require(DEFENSE), tuple(public.shape[1:]), grid)
+        patch, shuffled = self.patch_layout(view.require(DEFENSE), tuple(public.shape[1:]), grid)
         pool = view.upload.x if view.upload is not None else targets
         pool = tokens(subsample(pool, self.max_images, seed))
         tt = tokens(targets)
@@ -172,10 +172,10 @@ class NeuraCryptBreak(Attack):
             match = self._match(dist)
         chosen = score[torch.arange(len(match)), match]
         runner_up = score.topk(min(2, score.shape[1]), dim=1).values[:, -1]
-        self.report_ = {"images": float(len(pool)),
-                        "match_margin": float((chosen - runner_up).mean())}
-        log.info("%s: %s", self.name, self.report_)
-        return match
+        report = {"images": float(len(pool)),
+                  "match_margin": float((chosen - runner_up).mean())}
+        log.info("%s: %s", self.name, report)
+        return Outcome(match, report)
 
     def _relabel(self, pool_c: Tensor, plain: Tensor) -> Tensor:
         """(P,) the plaintext position of each cluster, from per-position statistics."""

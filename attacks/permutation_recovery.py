@@ -12,7 +12,7 @@ from disguisebench.attacks._blockstats import (assign_per_image, blocks_of, feat
 from disguisebench.attacks._common import subsample
 from disguisebench.api import (
     DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, UPLOAD, Attack, NotApplicable,
-    ThreatView, check_choice, check_number)
+    Outcome, ThreatView, check_choice, check_number)
 from disguisebench.registry import register
 
 log = logging.getLogger("disguisebench")
@@ -62,12 +62,13 @@ class PermutationRecovery(Attack):
         check_number(self.name, "refine_steps", self.refine_steps, kind=int, low=0)
         check_number(self.name, "max_images", self.max_images, kind=int, low=0)
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
-        return self.distances(view, seed=seed).argmin(1)
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
+        dist, report = self.distances(view, seed=seed)
+        return Outcome(dist.argmin(1), report)
 
-    def distances(self, view: ThreatView, *, seed: int) -> Tensor:
-        """(targets, gallery) distances of the unpermuted invariant features (``run`` validates
-        the hyperparameters first; a caller of this method holds valid ones)."""
+    def distances(self, view: ThreatView, *, seed: int) -> tuple[Tensor, dict[str, float]]:
+        """(targets, gallery) distances of the unpermuted invariant features, and diagnostics
+        (``run`` validates the hyperparameters first; a caller of this method holds valid ones)."""
         lay = layout(view.require(DEFENSE), self.name, view.require(PUBLIC).x)
         matrix = {"auto": lay.matrix, "pixels": "identity", "gram": "orthogonal",
                   "whitened": "projection"}[self.statistics]
@@ -85,11 +86,11 @@ class PermutationRecovery(Attack):
         dis = blocks_of(pool, k, self.name)
         dis_white = whitener(dis) if matrix == "projection" else None
         pub_white = whitener(pub) if matrix == "projection" else None
-        self.report_ = {"images": float(len(pool))}
+        report = {"images": float(len(pool))}
         if lay.scope == "dataset":
             src, info = match_positions(dis, pub, matrix, steps=self.refine_steps,
                                         dis_white=dis_white, pub_white=pub_white)
-            self.report_.update(info)
+            report.update(info)
         elif lay.scope == "image":
             src = assign_per_image(tb, pub, matrix)
             dis_white = None if dis_white is None else whitener(place(tb, src))
@@ -109,5 +110,5 @@ class PermutationRecovery(Attack):
         spread = features(pub, matrix, pub_white).flatten(1).std(0)
         scale = spread.clamp_min(0.1 * float(spread.mean()) + 1e-12)
         log.info("%s: %s statistics over %d disguised images; %s", self.name, matrix, len(pool),
-                 {k: round(v, 4) for k, v in self.report_.items()})
-        return torch.cdist(tf.flatten(1) / scale, gf.flatten(1) / scale)
+                 {k: round(v, 4) for k, v in report.items()})
+        return torch.cdist(tf.flatten(1) / scale, gf.flatten(1) / scale), report

@@ -11,8 +11,8 @@ from disguisebench.attacks._blockstats import (Layout, assign_per_image, blocks_
                                                match_positions, place, second_moments, whitener)
 from disguisebench.attacks._common import subsample
 from disguisebench.api import (
-    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, PluginError, ThreatView,
-    check_number)
+    DEFENSE, PUBLIC, RECONSTRUCT, TARGETS, UPLOAD, Attack, NotApplicable, Outcome, PluginError,
+    ThreatView, check_number)
 from disguisebench.blocks import from_blocks, padded_size
 from disguisebench.registry import register
 
@@ -179,7 +179,7 @@ class RMTMomentAttack(Attack):
         sy = sy - noise_rows if isinstance(noise_rows, Tensor) else sy
         return polar(solve(fx, fy, sx, sy, orthogonal_weight=self.orthogonal_weight))
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         lay = layout(view.require(DEFENSE), self.name, view.require(PUBLIC).x)
         k = lay.block
         targets = view.require(TARGETS)
@@ -194,10 +194,10 @@ class RMTMomentAttack(Attack):
                                 f"{tuple(targets.x.shape[1:])} do not split into the "
                                 f"{tuple(pub.shape[1:3])} blocks of {k}×{k} the plaintext does")
         statistic = lay.matrix
-        self.report_ = {"images": float(len(pool))}
+        report = {"images": float(len(pool))}
         if lay.scope == "dataset":
             src, info = match_positions(dis, pub, statistic, steps=self.refine_steps)
-            self.report_["assignment_cost"] = info["cost"]
+            report["assignment_cost"] = info["cost"]
             dis, target_src = place(dis, src), src
         elif lay.scope == "image":
             dis = place(dis, assign_per_image(dis, pub, statistic))
@@ -208,7 +208,7 @@ class RMTMomentAttack(Attack):
         pub_y = None if public.y is None else public.hard_labels()
         matrices = self._estimate(lay, dis, dis_y, pub, pub_y)
         self.matrices_ = matrices
-        self.report_.update(self._split_half(lay, dis, dis_y, pub, pub_y, seed))
+        report.update(self._split_half(lay, dis, dis_y, pub, pub_y, seed))
 
         blocks = place(tb, target_src)
         if lay.noise_stage == "after":
@@ -219,8 +219,8 @@ class RMTMomentAttack(Attack):
         h, w = public.x.shape[-2:]
         ph, pw = (padded_size(self.name, s, k, "edge") for s in (h, w))
         recon = from_blocks(blocks, ph, pw)[..., :h, :w]
-        log.info("%s: %s", self.name, {n: round(v, 4) for n, v in self.report_.items()})
-        return recon.clamp(0, 1).float()
+        log.info("%s: %s", self.name, {n: round(v, 4) for n, v in report.items()})
+        return Outcome(recon.clamp(0, 1).float(), report)
 
     def _split_half(self, lay: Layout, dis: Tensor, dis_y: Tensor | None, pub: Tensor,
                     pub_y: Tensor | None, seed: int) -> dict[str, float]:

@@ -6,8 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from disguisebench.attacks._common import log_probs, own_key, per_source, seeded, sub_seed, train_model
-from disguisebench.api import (DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, Defense,
-                               NotApplicable, ThreatView, check_choice, check_number)
+from disguisebench.api import (
+    DEFENSE, GALLERY, LABEL, MODEL, PUBLIC, Attack, Data, Defense, NotApplicable, Outcome,
+    ThreatView, check_choice, check_number)
 from disguisebench.registry import register
 
 
@@ -66,7 +67,7 @@ class ShadowLabel(Attack):
     def _features(view: ThreatView, model: nn.Module, queries: list[Tensor]) -> Tensor:
         return torch.cat([log_probs(view.task, model, q) for q in queries], 1)
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -88,10 +89,10 @@ class ShadowLabel(Attack):
         y = fit_set.hard_labels().repeat(len(rows))
         clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         clf.fit(torch.cat(rows).numpy(), y.numpy())
-        self.report_ = self._probe_baselines(view, rows[0], fit_set, queries, seed)
+        report = self._probe_baselines(view, rows[0], fit_set, queries, seed)
         gallery = self._features(view, owner,
                                  self._queries(view.require(GALLERY), query_key, modes))
-        return torch.as_tensor(clf.predict(gallery.numpy()), dtype=torch.long)
+        return Outcome(torch.as_tensor(clf.predict(gallery.numpy()), dtype=torch.long), report)
 
     def _probe_baselines(self, view: ThreatView, owner_rows: Tensor, fit_set: Data,
                          queries: list[Tensor], seed: int) -> dict[str, float]:

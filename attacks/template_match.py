@@ -10,7 +10,7 @@ from torch import Tensor
 from disguisebench.attacks._common import own_key, sub_seed
 from disguisebench.attacks._discovery import discover
 from disguisebench.api import (
-    DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense, NotApplicable,
+    DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense, NotApplicable, Outcome,
     ThreatView, check_choice)
 from disguisebench.blocks import to_blocks
 from disguisebench.registry import register
@@ -92,7 +92,8 @@ class TemplateMatch(Attack):
     def validate(self) -> None:
         check_choice(self.name, "feature", self.feature, ("auto", *FEATURES))
 
-    def _calibrate(self, view: ThreatView, gallery: Data, block: int | None, seed: int) -> str:
+    def _calibrate(self, view: ThreatView, gallery: Data, block: int | None, seed: int
+                   ) -> tuple[str, float]:
         """The feature that best re-identifies the gallery between two disguises of it."""
         n = len(gallery)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -113,19 +114,18 @@ class TemplateMatch(Attack):
             score = float((owner[nearest(a, b)] == truth).double().mean())
             if score > best_score:
                 best, best_score = kind, score
-        self.report_ = {"calibration": best_score}
         log.info("%s: feature %s re-identifies %.2f between two disguises", self.name, best,
                  best_score)
-        return best
+        return best, best_score
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
+    def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         gallery = Data(view.require(GALLERY))
         defense: Defense = view.require(DEFENSE)
         found = discover(defense, gallery.x)
         block = found.unit if found.found and found.unit < min(gallery.x.shape[-2:]) else None
-        kind = self.feature
+        kind, report = self.feature, {}
         if kind == "auto":
-            kind = self._calibrate(view, gallery, block, seed)
+            kind, report["calibration"] = self._calibrate(view, gallery, block, seed)
         if view.oracle is not None:
             disguised = view.oracle(gallery)
         else:
@@ -138,4 +138,4 @@ class TemplateMatch(Attack):
                                 "block unit divides the disguised image side")
         # A mixing defense yields several encodings per gallery image; map back to their sources.
         owner = disguised.sources()[:, 0]
-        return owner[nearest(targets, candidates)]
+        return Outcome(owner[nearest(targets, candidates)], report)

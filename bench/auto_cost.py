@@ -91,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
             granted = attack.needs | (attack.optional & LEVELS[level])
             view = threat.build_view(level, granted, attack, task, splits, defense, model, sc)
             start, start_cpu = time.perf_counter(), time.process_time()
-            prediction = attack.run(view, seed=5)
+            outcome = attack.run(view, seed=5)
             seconds.append(time.perf_counter() - start)
             cpu.append(time.process_time() - start_cpu)
-            m = scoring.score(attack.goal, prediction, threat.truth(sc, attack.label_of))
+            m = scoring.score(attack.goal, outcome.prediction, threat.truth(sc, attack.label_of))
             from disguisebench.attacks.auto import COMPONENTS
 
-            winners.append(f"{COMPONENTS[int(attack.report_['winner'])]} "
+            winners.append(f"{COMPONENTS[int(outcome.diagnostics['winner'])]} "
                            f"{m['advantage']:.2f}")
         ratio = sum(seconds) / train_s if model is not None else 0.0
         worst = max(worst, ratio)

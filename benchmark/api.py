@@ -15,7 +15,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
 import torch
 from torch import Tensor, nn
@@ -374,10 +374,11 @@ class Attack(Plugin):
     ``"targets"`` (one class per target; the cloud holds their labels, so this scores chance 1
     and advantage 0) or the plaintext ``"gallery"`` images (one per gallery image; model-misuse
     attacks that feed plaintext to the owner's model, scored against a classifier trained on the
-    public data alone, see benchmark.baselines). An attack may also set
-    ``report_``, a dict of name -> finite number, during ``_run``: diagnostics (an entropy, a
-    fraction of key positions recovered) that the runner stores beside the scores as
-    ``attack.<name>``.
+    public data alone, see benchmark.baselines).
+
+    ``_run`` returns the prediction, or an :class:`Outcome` of the prediction and diagnostics
+    (name -> finite number: an entropy, a fraction of key positions recovered) that the runner
+    stores beside the scores as ``attack.<name>``; ``run`` always returns an ``Outcome``.
     """
 
     goal: ClassVar[Goal | str] = ""
@@ -385,15 +386,52 @@ class Attack(Plugin):
     optional: ClassVar[frozenset[Capability]] = frozenset()
     label_of: ClassVar[str] = "targets"
 
-    def run(self, view: ThreatView, *, seed: int) -> Tensor:
-        """The prediction for ``view``: the hyperparameters are validated, then ``_run`` runs."""
+    def run(self, view: ThreatView, *, seed: int) -> Outcome:
+        """The prediction for ``view`` and its diagnostics: the hyperparameters are validated,
+        then ``_run`` runs."""
         self.validate()
-        return self._run(view, seed=seed)
+        return Outcome.of(self, self._run(view, seed=seed))
 
-    def _run(self, view: ThreatView, *, seed: int) -> Tensor:
-        """What an attack implements: a prediction from what ``view`` grants, randomness drawn
-        only from ``seed``."""
+    def _run(self, view: ThreatView, *, seed: int) -> Tensor | Outcome:
+        """What an attack implements: a prediction from what ``view`` grants (with diagnostics,
+        an ``Outcome``), randomness drawn only from ``seed``."""
         raise NotImplementedError
+
+
+class Outcome(NamedTuple):
+    """What an attack returns: its prediction and its diagnostics (name -> finite number)."""
+
+    prediction: Tensor
+    diagnostics: dict[str, float]
+
+    @classmethod
+    def of(cls, attack: Attack, value: Any) -> Outcome:
+        """``value`` (what ``_run`` or an overridden ``run`` returned) checked as an outcome:
+        a tensor, or a tensor and a mapping of finite numbers. Diagnostics left in the
+        attribute ``report_`` (the contract before outcomes) are read when none came back."""
+        who = attack.name or type(attack).__name__
+        if isinstance(value, tuple) and len(value) == 2:
+            prediction, diagnostics = value
+        else:
+            prediction, diagnostics = value, getattr(attack, "report_", None)
+        if not isinstance(prediction, Tensor):
+            raise PluginError(f"{who}.run returned {type(prediction).__name__}, "
+                              "not a tensor (or an Outcome of a tensor and diagnostics)")
+        if diagnostics is None:
+            diagnostics = {}
+        if not isinstance(diagnostics, dict):
+            raise PluginError(f"{who}: diagnostics are {type(diagnostics).__name__}, "
+                              "not a dict of name -> number")
+        checked = {}
+        for key, number in diagnostics.items():
+            try:
+                checked[str(key)] = float(number)
+            except (TypeError, ValueError):
+                checked[str(key)] = math.nan
+            if not math.isfinite(checked[str(key)]):
+                raise PluginError(f"{who}: diagnostic {key!r} = {number!r} is not a "
+                                  "finite number")
+        return cls(prediction, checked)
 
 
 class Task(Plugin):

@@ -422,7 +422,7 @@ def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell
         truth = baselines.with_chance(scenario_truth(scenario, attack.label_of), attack, task, splits,
                                       seed=seeds["train"])
         metrics = scoring.score(attack.goal, outcome.prediction, truth)
-        metrics.update(attack_report(attack.name, outcome.report))
+        metrics.update(attack_report(outcome.report))
         if ORACLE in granted:
             metrics["oracle_queries"] = float(outcome.queries)
         status, error = OK, None

@@ -78,6 +78,16 @@ def temporary(name: str, cls: P) -> Iterator[P]:
         _origin.pop((kind, name), None)
 
 
+def refresh() -> None:
+    """Forget the plugins installed through entry points and look again at the next lookup: after
+    a plugin package is installed or removed in a running session (a notebook, a test)."""
+    global _discovered
+    for kind, name in [key for key, origin in _origin.items() if origin.startswith("entry point")]:
+        _registry[kind].pop(name, None)
+        _origin.pop((kind, name), None)
+    _discovered = False
+
+
 def _discover() -> None:
     global _discovered
     if _discovered:

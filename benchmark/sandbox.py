@@ -47,7 +47,9 @@ from typing import Any
 import numpy
 import torch
 
-from disguisebench.api import Data, Defense, NotApplicable, PluginError, ThreatView, device
+from disguisebench.api import (
+    Data, Defense, NotApplicable, Outcome, PluginError, ThreatView, device,
+)
 from disguisebench.cache import data_digest
 
 log = logging.getLogger("disguisebench")
@@ -643,13 +645,8 @@ def _attack_main(conn: Any, payload: dict[str, Any]) -> None:
         if payload["oracle"]:
             fields["oracle"] = lambda data: channel.request("oracle", data=data)
         view = ThreatView(**fields)
-        prediction = attack.run(view, seed=payload["seed"])
-        report = dict(getattr(attack, "report_", None) or {})
-        if not isinstance(prediction, torch.Tensor):
-            raise PluginError(f"{attack.name}.run returned {type(prediction).__name__}, "
-                              "not a tensor")
-        report = {str(k): float(v) for k, v in report.items()}
-        send_plain(conn, ("done", prediction, report))
+        outcome = Outcome.of(attack, attack.run(view, seed=payload["seed"]))
+        send_plain(conn, ("done", outcome.prediction, outcome.diagnostics))
     except NotApplicable as err:
         send_plain(conn, ("not-applicable", _error_text(err)))
     except BaseException as err:  # noqa: BLE001 - every failure goes back to the driver

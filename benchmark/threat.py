@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from typing import Any
 
 import torch
@@ -19,7 +18,8 @@ import torch
 from disguisebench import scoring
 from disguisebench.api import (
     DEFENSE, GALLERY, KNOWN_PAIRS, LABEL, LABEL_OF, LEVELS, MEMBERSHIP, MODEL, ORACLE, PUBLIC,
-    TARGETS, UPLOAD, Attack, Data, Defense, PluginError, Splits, Task, ThreatView, check_choice,
+    TARGETS, UPLOAD, Attack, Data, Defense, Outcome, PluginError, Splits, Task, ThreatView,
+    check_choice,
 )
 
 
@@ -190,20 +190,9 @@ def truth(scenario: Scenario, label_of: str = "targets") -> scoring.Truth:
     return scoring.Truth(gallery_index=scenario.gallery_index, gallery=scenario.gallery,
                          labels=labels, member=scenario.member)
 
-def attack_report(attack: Attack | str, report: dict[str, float] | None = None
-                  ) -> dict[str, float]:
-    """An attack's diagnostics (``report``, or the ``report_`` it left), as ``attack.<name>``."""
-    if isinstance(attack, Attack):
-        name, report = attack.name, dict(getattr(attack, "report_", None) or {})
-    else:
-        name, report = attack, report or {}
-    out = {}
-    for key, value in report.items():
-        number = float(value)
-        if not math.isfinite(number):
-            raise PluginError(f"{name}: report_[{key!r}] = {value!r} is not a finite number")
-        out[f"attack.{key}"] = number
-    return out
+def attack_report(diagnostics: dict[str, float]) -> dict[str, float]:
+    """An attack's diagnostics (checked finite by ``Outcome.of``) as ``attack.<name>``."""
+    return {f"attack.{key}": float(value) for key, value in diagnostics.items()}
 
 
 def grants(attack: Attack, level: str) -> frozenset[str]:
@@ -220,7 +209,7 @@ def evaluate(attack: Attack, level: str, *, task: Task, splits: Splits, defense:
         raise PluginError(f"{attack.name} needs {sorted(missing)}, which {level} does not grant")
     view = build_view(level, grants(attack, level), attack, task, splits, defense, model,
                       scenario)
-    prediction = attack.run(view, seed=seed)
-    metrics = scoring.score(attack.goal, prediction, truth(scenario, attack.label_of))
-    metrics.update(attack_report(attack))
+    outcome = Outcome.of(attack, attack.run(view, seed=seed))
+    metrics = scoring.score(attack.goal, outcome.prediction, truth(scenario, attack.label_of))
+    metrics.update(attack_report(outcome.diagnostics))
     return metrics

@@ -27,9 +27,9 @@ def attack_toy(defense_params, attack_params=None, n_known=40):
     granted = attack.needs | (attack.optional & LEVELS["level-2"])
     view = threat.build_view("level-2", granted, attack, task, splits, defense, None, scenario)
     assert view.defense is not None and not hasattr(view.defense, "keys_")  # keyless clone
-    prediction = attack.run(view, seed=0)
-    metrics = scoring.score("reconstruct", prediction, threat.truth(scenario))
-    return {**metrics, **threat.attack_report(attack)}
+    outcome = attack.run(view, seed=0)
+    metrics = scoring.score("reconstruct", outcome.prediction, threat.truth(scenario))
+    return {**metrics, **threat.attack_report(outcome.diagnostics)}
 
 
 def test_codebook_decrypts_small_aes_blocks_on_the_toy_task():
@@ -61,7 +61,7 @@ def test_it_runs_on_a_defense_without_a_chunk_layout():
     scenario = threat.build_scenario(splits, disguised, n_targets=10, n_known=10, seed=3)
     attack = registry.create("attack", "aes-codebook", {"fill": "zero"})
     view = threat.build_view("level-2", attack.needs, attack, task, splits, defense, None, scenario)
-    assert attack.run(view, seed=0).shape == (10, 1, 12, 12)
+    assert attack.run(view, seed=0).prediction.shape == (10, 1, 12, 12)
 
 
 @pytest.mark.slow
@@ -73,5 +73,6 @@ def test_codebook_on_mnist_with_2x2_blocks():
     scenario = threat.build_scenario(splits, disguised, n_targets=100, n_known=100, seed=3)
     attack = registry.create("attack", "aes-codebook")
     view = threat.build_view("level-2", attack.needs, attack, task, splits, defense, None, scenario)
-    metrics = scoring.score("reconstruct", attack.run(view, seed=0), threat.truth(scenario))
+    metrics = scoring.score("reconstruct", attack.run(view, seed=0).prediction,
+                            threat.truth(scenario))
     assert metrics["advantage"] > 0.8

@@ -11,7 +11,7 @@ import torch
 
 from disguisebench import plan as plan_mod
 from disguisebench import registry, runner, scoring, threat
-from disguisebench.api import GALLERY, LABEL, MODEL, TARGETS, Attack, Data, PluginError
+from disguisebench.api import GALLERY, LABEL, MODEL, TARGETS, Attack, Data, Outcome, PluginError
 from disguisebench.store import FAILED, OK, Store
 from disguisebench.tasks.toy import Toy
 from tests.conftest import TOY_PLAN
@@ -140,7 +140,8 @@ def test_attack_parameters_are_validated():
 
 
 class GalleryLabels(Attack):
-    """Labels the plaintext gallery with the owner's model; reports a number."""
+    """Labels the plaintext gallery with the owner's model; reports a number (NaN when not
+    ``finite``)."""
 
     goal = LABEL
     label_of = "gallery"
@@ -151,8 +152,8 @@ class GalleryLabels(Attack):
 
     def _run(self, view, *, seed):
         assert view.targets.y is None  # labels stay withheld
-        self.report_ = {"answer": 1.5 if self.finite else math.nan}
-        return view.task.predict(view.model, view.gallery).argmax(1)
+        prediction = view.task.predict(view.model, view.gallery).argmax(1)
+        return Outcome(prediction, {"answer": 1.5 if self.finite else math.nan})
 
 
 def test_runner_scores_gallery_labels_and_stores_reports(tmp_path):
@@ -167,6 +168,29 @@ def test_runner_scores_gallery_labels_and_stores_reports(tmp_path):
     # 30 targets; the gallery holds their originals and as many distractors
     assert good.metrics["success"] >= 0.9
     assert bad.status == FAILED and "not a finite number" in bad.error
+
+
+class Legacy(Attack):
+    goal = LABEL
+
+    def _run(self, view, *, seed):
+        self.report_ = {"answer": 2}
+        return torch.zeros(3, dtype=torch.long)
+
+
+def test_an_outcome_carries_the_prediction_and_finite_diagnostics():
+    attack = Legacy()
+    # An attack written before outcomes: a bare prediction, diagnostics left in report_.
+    outcome = attack.run(None, seed=0)
+    assert isinstance(outcome, Outcome) and outcome.diagnostics == {"answer": 2.0}
+    assert Outcome.of(attack, outcome) == outcome  # checking twice changes nothing
+    assert Outcome.of(attack, (torch.ones(2), {})).diagnostics == {}
+    with pytest.raises(PluginError, match="Legacy.run returned list, not a tensor"):
+        Outcome.of(attack, [0, 1])
+    with pytest.raises(PluginError, match="diagnostic 'x' = 'high' is not a finite number"):
+        Outcome.of(attack, (torch.ones(2), {"x": "high"}))
+    with pytest.raises(PluginError, match="diagnostics are list"):
+        Outcome.of(attack, (torch.ones(2), [1.0]))
 
 
 def test_gallery_truth_has_one_label_per_gallery_image():
@@ -187,7 +211,7 @@ def test_shadow_label_reports_its_probe_against_an_untrained_network():
 
 
 def test_a_model_trained_on_the_same_data_and_seed_is_reused_not_retrained(monkeypatch):
-    from disguisebench.attacks import _common
+    from disguisebench.attacks import train_model
 
     task = registry.create("task", "toy", {"epochs": 1})
     public = task.load(seed=0).public
@@ -199,10 +223,10 @@ def test_a_model_trained_on_the_same_data_and_seed_is_reused_not_retrained(monke
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(type(task), "train", counting)
-    first = _common.train_model(task, public, seed=1, epochs=0, num_classes=4)
-    assert _common.train_model(task, public, seed=1, epochs=0, num_classes=4) is first
-    assert _common.train_model(task, public, seed=2, epochs=0, num_classes=4) is not first
+    first = train_model(task, public, seed=1, epochs=0, num_classes=4)
+    assert train_model(task, public, seed=1, epochs=0, num_classes=4) is first
+    assert train_model(task, public, seed=2, epochs=0, num_classes=4) is not first
     changed = Data(public.x.flip(-1), public.y)
-    assert _common.train_model(task, changed, seed=1, epochs=0, num_classes=4) is not first
-    assert _common.train_model(task, public, seed=1, epochs=2, num_classes=4) is not first
+    assert train_model(task, changed, seed=1, epochs=0, num_classes=4) is not first
+    assert train_model(task, public, seed=1, epochs=2, num_classes=4) is not first
     assert calls == [1, 2, 1, 1]

@@ -14,10 +14,10 @@ import sys
 import pytest
 import torch
 
-from disguisebench.attacks._discovery import discover
+from disguisebench.attacks import discover
 from disguisebench import registry, scoring, threat
 from disguisebench.api import LEVELS, Data, Defense
-from disguisebench.defenses._blocks import content_generator, draw_secret
+from disguisebench.defenses import content_generator, draw_secret
 from disguisebench.defenses.block_rmt import BlockRMT
 
 
@@ -324,7 +324,7 @@ def test_instahide_is_not_broken_below_what_the_literature_reports(level, n):
     carlini = registry.create("attack", "instahide-carlini", {})
     view = threat.build_view("level-1", carlini.needs | (carlini.optional & LEVELS["level-1"]),
                              carlini, task, splits, d, None, sc)
-    literature = scoring.score(carlini.goal, carlini.run(view, seed=5),
+    literature = scoring.score(carlini.goal, carlini.run(view, seed=5).prediction,
                                threat.truth(sc, carlini.label_of))["advantage"]
     m = ensemble_on("instahide", level, n)
     assert m["advantage"] <= literature + 0.05, (m, literature)
@@ -359,7 +359,7 @@ def test_renaming_the_block_hyperparameter_changes_nothing(attack, level):
             a = registry.create("attack", attack, {})
             granted = a.needs | (a.optional & LEVELS[level])
             view = threat.build_view(level, granted, a, task, splits, d, None, sc)
-            results.append(a.run(view, seed=5))
+            results.append(a.run(view, seed=5).prediction)
     assert torch.equal(results[0], results[1])
 
 

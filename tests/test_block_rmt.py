@@ -6,7 +6,7 @@ import torch
 from disguisebench import registry
 from disguisebench.api import Data, PluginError
 from disguisebench.blocks import from_blocks, to_blocks
-from disguisebench.defenses._blocks import haar_orthogonal
+from disguisebench.defenses import haar_orthogonal
 
 
 def digits(n=5, c=1, side=12, seed=0):

@@ -7,7 +7,7 @@ import torch
 
 from disguisebench import registry
 from disguisebench.api import PluginError
-from disguisebench.attacks._discovery import discover
+from disguisebench.attacks import discover
 from disguisebench.attacks.neuracrypt_break import NeuraCryptBreak
 from disguisebench.blocks import BlockLayout, from_blocks, pad_to_blocks, to_blocks
 
@@ -74,4 +74,4 @@ def test_declared_layouts_agree_with_what_probing_finds(name, params):
 def test_neuracrypt_break_takes_the_patch_grid_from_the_layout(name, params, expected):
     defense = registry.create("defense", name, params)
     grid = defense.output_shape((1, 28, 28))[1:]
-    assert NeuraCryptBreak()._patch_layout(defense, (1, 28, 28), grid) == expected
+    assert NeuraCryptBreak().patch_layout(defense, (1, 28, 28), grid) == expected

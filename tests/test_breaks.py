@@ -51,9 +51,9 @@ def attack_on(name: str, defense: str, params: tuple = (), attack_params: dict |
     attack = registry.create("attack", name, attack_params or {})
     granted = attack.needs | (attack.optional & LEVELS["level-1"])
     view = threat.build_view("level-1", granted, attack, toy, splits, d, None, sc)
-    prediction = attack.run(view, seed=5)
-    metrics = scoring.score(attack.goal, prediction, threat.truth(sc, attack.label_of))
-    return attack, {**metrics, **threat.attack_report(attack)}, view
+    outcome = attack.run(view, seed=5)
+    metrics = scoring.score(attack.goal, outcome.prediction, threat.truth(sc, attack.label_of))
+    return attack, {**metrics, **threat.attack_report(outcome.diagnostics)}, view
 
 
 PERMUTATION_ONLY = (("block", 3), ("matrix", "identity"))
@@ -151,7 +151,8 @@ def test_neuracrypt_break_reidentifies_shuffled_patches():
         attack = registry.create("attack", "neuracrypt-break", params)
         view = threat.build_view("level-1", attack.needs | attack.optional, attack, task, splits,
                                  d, None, sc)
-        return scoring.score("reidentify", attack.run(view, seed=5), threat.truth(sc))["success"]
+        prediction = attack.run(view, seed=5).prediction
+        return scoring.score("reidentify", prediction, threat.truth(sc))["success"]
 
     assert run({}) >= 0.9
     # Patch statistics alone are a weak start; the regression rounds turn it into a break.
@@ -159,7 +160,7 @@ def test_neuracrypt_break_reidentifies_shuffled_patches():
 
 
 def test_view_grants_the_whole_upload_at_level_1_without_sources_or_withheld_labels():
-    from disguisebench.attacks._common import target_rows
+    from disguisebench.attacks import target_rows
 
     toy, splits, d, sc = cell("instahide", (("k", 2), ("encodings_per_image", 3)))
     assert UPLOAD in LEVELS["level-1"]

@@ -92,7 +92,7 @@ def test_attack_conformance(name, toy_plan):
 
     def predict():
         view = threat.build_view("level-3", granted, attack, task, splits, defense, model, sc)
-        return attack.run(view, seed=5)
+        return attack.run(view, seed=5).prediction
 
     first, second = predict(), predict()
     assert torch.equal(first, second)

@@ -101,12 +101,14 @@ def test_entry_point_plugins_are_registered(monkeypatch):
         return [ep] if group == "disguisebench.defenses" else []
 
     monkeypatch.setattr(registry, "entry_points", fake_entry_points)
-    monkeypatch.setattr(registry, "_discovered", False)
+    registry.refresh()
     try:
         assert registry.get("defense", "external-thing") is External
         assert "entry point ext_defense_pkg:External" in registry.origin("defense", "external-thing")
     finally:
-        registry._registry["defense"].pop("external-thing", None)
+        monkeypatch.undo()
+        registry.refresh()
+    assert "external-thing" not in registry.names("defense")  # uninstalled: forgotten
 
 
 def test_in_tree_import_error_propagates(monkeypatch, tmp_path):
@@ -115,10 +117,11 @@ def test_in_tree_import_error_propagates(monkeypatch, tmp_path):
     bad = tmp_path / "broken_defense.py"
     bad.write_text("raise ImportError('missing dependency xyz')\n")
     monkeypatch.setattr(defenses, "__path__", [*defenses.__path__, str(tmp_path)])
-    monkeypatch.setattr(registry, "_discovered", False)
+    registry.refresh()
     with pytest.raises(ImportError, match="missing dependency xyz"):
         registry.names("defense")
-    monkeypatch.setattr(registry, "_discovered", True)
+    monkeypatch.undo()
+    registry.names("defense")  # the broken folder gone, discovery succeeds again
 
 
 def test_kebab_case_enforced():
