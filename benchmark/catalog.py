@@ -272,18 +272,14 @@ def read_sources() -> list[Entry]:
     return entries
 
 
-def entries() -> list[Entry]:
-    """Every registered plugin, sorted by kind then name: from the sources when only in-tree
-    plugins exist, else (installed plugin packages, or a source the reader does not follow)
-    through the registry, which imports them all."""
-    if not any(entry_points(group=group) for group in GROUPS.values()):
-        try:
-            found = read_sources()
-        except (_Unreadable, OSError, SyntaxError):
-            found = None
-        if found is not None:
-            return sorted(found, key=lambda e: (list(PACKAGES).index(e.kind), e.name))
-    from disguisebench import registry
-
-    return [from_class(kind, name, registry.get(kind, name), registry.origin(kind, name))
-            for kind in PACKAGES for name in registry.names(kind)]
+def source_entries() -> list[Entry] | None:
+    """Every in-tree plugin read from its source, sorted by kind then name, without importing
+    torch; None where the sources cannot tell (installed plugin packages, or a source the reader
+    does not follow): the caller then asks the registry, which imports them all."""
+    if any(entry_points(group=group) for group in GROUPS.values()):
+        return None
+    try:
+        found = read_sources()
+    except (_Unreadable, OSError, SyntaxError):
+        return None
+    return sorted(found, key=lambda e: (list(PACKAGES).index(e.kind), e.name))

@@ -68,7 +68,13 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
     from disguisebench import catalog
 
-    entries = catalog.entries()
+    entries = catalog.source_entries()
+    if entries is None:
+        from disguisebench import registry
+
+        entries = [catalog.from_class(kind, name, registry.get(kind, name),
+                                      registry.origin(kind, name))
+                   for kind in catalog.PACKAGES for name in registry.names(kind)]
     if args.name:
         found = [e for e in entries if e.name == args.name]
         if not found:
