@@ -181,6 +181,11 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print(f"{len(failed)} failed record(s) in {args.db}"
               + ("; `disguisebench run PLAN --retry-failed` runs them again" if failed else ""))
         return 1 if failed else 0
+    if args.profile:
+        from disguisebench import timing
+
+        print(timing.render(timing.cell_times(records)))
+        return 0
     print(leaderboard.render_text(leaderboard.aggregate(records)))
     if records and not args.quiet:
         print("\n" + LEGEND)
@@ -388,10 +393,14 @@ def _add_show(add: _Add) -> None:
     p = add("show", "print the boards of a results database", _examples(
         "disguisebench show",
         "disguisebench show --db results/mine.db",
-        "disguisebench show --failed           # failed records with their errors"))
+        "disguisebench show --failed           # failed records with their errors",
+        "disguisebench show --profile          # where each cell's time went"))
     _add_db(p)
     p.add_argument("--failed", action="store_true",
                    help="list failed records with their errors instead (exit 1 if any)")
+    p.add_argument("--profile", action="store_true",
+                   help="each cell's seconds instead: the owner's training and each attack's "
+                        "share (an attack computed once for several levels counts once)")
     p.add_argument("--quiet", action="store_true", help="the boards without the legend")
     _add_salt_file(p)
     p.set_defaults(func=_cmd_show)
