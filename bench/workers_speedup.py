@@ -1,7 +1,10 @@
 """Speed-up of `--workers 2` over `--workers 1` on a plan of at least four cells.
 
-Both runs start from an empty database with the model cache off, in subprocesses, in this one
-run; prints both wall times and their ratio. Target on a 2-core machine: >= 1.6.
+Every run starts from an empty database with the model cache off, in subprocesses, in this one
+run; prints the wall times and their ratios. Two ratios: two workers against one worker with
+every core, and two single-thread workers against one single-thread worker (OMP_NUM_THREADS=1):
+the second is what the executor itself loses to sharing out the cells, target >= 1.7 on a
+2-core machine.
 
 One worker already trains with every core (torch's intra-op threads); two workers get half the
 threads each. The script also times one training with all threads and with one thread: the
@@ -13,6 +16,7 @@ when training dominates, whatever the executor does.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -33,14 +37,15 @@ PLAN = {
 }
 
 
-def timed(workers: int, tmp: Path) -> float:
+def timed(workers: int, tmp: Path, *, one_thread: bool = False) -> float:
     plan = tmp / "plan.yaml"
     plan.write_text(yaml.safe_dump(PLAN))
-    db = tmp / f"w{workers}.db"
+    db = tmp / f"w{workers}{'-1t' if one_thread else ''}.db"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if one_thread else None
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "disguisebench.cli", "run", str(plan), "--db", str(db),
                     "--workers", str(workers), "--no-cache"],
-                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
 
 
@@ -69,10 +74,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         one = timed(1, Path(tmp))
         two = timed(2, Path(tmp))
+        one_single = timed(1, Path(tmp), one_thread=True)
+        two_single = timed(2, Path(tmp), one_thread=True)
     cores, many, single = thread_scaling()
     print(f"4 cells, --workers 1: {one:7.1f} s")
     print(f"4 cells, --workers 2: {two:7.1f} s")
     print(f"speed-up 2 workers over 1: {one / two:.2f}")
+    print(f"4 cells, one single-thread worker:  {one_single:7.1f} s")
+    print(f"4 cells, two single-thread workers: {two_single:7.1f} s")
+    print(f"speed-up of the executor (2 x 1 thread over 1 x 1 thread): "
+          f"{one_single / two_single:.2f} (target >= 1.7)")
     print(f"one training, {cores} threads: {many:.1f} s; 1 thread: {single:.1f} s "
           f"(intra-op speed-up {single / many:.2f}; ceiling for {cores} workers "
           f"{cores / (single / many) if cores > 1 else 1:.2f})")
