@@ -398,6 +398,9 @@ class Attack(Plugin):
         raise NotImplementedError
 
 
+MAX_DIAGNOSTICS = 64
+
+
 class Outcome(NamedTuple):
     """What an attack returns: its prediction and its diagnostics (name -> finite number)."""
 
@@ -422,13 +425,19 @@ class Outcome(NamedTuple):
         if not isinstance(diagnostics, dict):
             raise PluginError(f"{who}: diagnostics are {type(diagnostics).__name__}, "
                               "not a dict of name -> number")
+        if len(diagnostics) > MAX_DIAGNOSTICS:
+            raise PluginError(f"{who}: {len(diagnostics)} diagnostics; at most "
+                              f"{MAX_DIAGNOSTICS} are stored with a record")
         checked = {}
         for key, number in diagnostics.items():
+            if not (isinstance(key, str) and 0 < len(key) <= 64):
+                raise PluginError(f"{who}: diagnostic name {key!r} is not a string of 1 to 64 "
+                                  "characters")
             try:
-                checked[str(key)] = float(number)
+                checked[key] = float(number)
             except (TypeError, ValueError):
-                checked[str(key)] = math.nan
-            if not math.isfinite(checked[str(key)]):
+                checked[key] = math.nan
+            if not math.isfinite(checked[key]):
                 raise PluginError(f"{who}: diagnostic {key!r} = {number!r} is not a "
                                   "finite number")
         return cls(prediction, checked)

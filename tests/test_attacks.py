@@ -191,6 +191,10 @@ def test_an_outcome_carries_the_prediction_and_finite_diagnostics():
         Outcome.of(attack, (torch.ones(2), {"x": "high"}))
     with pytest.raises(PluginError, match="diagnostics are list"):
         Outcome.of(attack, (torch.ones(2), [1.0]))
+    with pytest.raises(PluginError, match="diagnostic name 3 is not a string"):
+        Outcome.of(attack, (torch.ones(2), {3: 1.0}))
+    with pytest.raises(PluginError, match="65 diagnostics; at most 64"):
+        Outcome.of(attack, (torch.ones(2), {f"d{i}": 0.0 for i in range(65)}))
 
 
 def test_gallery_truth_has_one_label_per_gallery_image():
