@@ -6,6 +6,8 @@ A plan file looks like::
     seeds: [0]
     n_targets: 100          # disguised training images attacked per cell
     n_known: 100            # known (plaintext, disguised) pairs granted at level 2 and above
+    queries: null           # the level-3 oracle's query budget (null: unlimited)
+    compute: 1              # multiplies the compute budget of attacks that declare one
     levels: [level-1, level-2, level-3]
     tasks: [mnist]
     defenses:
@@ -18,6 +20,11 @@ Each plugin entry is a registry name, or a one-key mapping from the name to its 
 parameter whose value is a list is a sweep; the cross product of all swept parameters expands
 into one spec each. Wrap a literal list parameter as ``{value: [...]}``. ``attacks: all`` (or
 ``defenses: all``) names every registered plugin of that kind with its defaults.
+
+``n_known``, ``queries`` and ``compute`` are what the attacker is given; a list sweeps it
+(``n_known: [1, 10, 100]``, ``queries: [10, 100, null]``). A resource multiplies only the jobs
+where it matters (:func:`points`): pairs at levels granting known pairs, queries where the
+oracle is granted, compute for attacks whose class names its ``budget`` hyperparameters.
 """
 
 from __future__ import annotations
@@ -34,9 +41,10 @@ from typing import Any
 import yaml
 
 from disguisebench import registry
-from disguisebench.api import LEVELS, PluginError
+from disguisebench.api import KNOWN_PAIRS, LEVELS, ORACLE, PluginError
 
-TOP_LEVEL_KEYS = ("name", "seeds", "n_targets", "n_known", "levels", "tasks", "defenses", "attacks")
+TOP_LEVEL_KEYS = ("name", "seeds", "n_targets", "n_known", "queries", "compute", "levels", "tasks",
+                  "defenses", "attacks")
 # Plans are package data: plans/ in a checkout, disguisebench/plans/ when installed.
 DEFAULT_PLAN = Path(str(resources.files("disguisebench.plans").joinpath("default.yaml")))
 
@@ -88,10 +96,58 @@ class Plan:
     levels: tuple[str, ...]
     seeds: tuple[int, ...]
     n_targets: int = 100
-    n_known: int = 100
+    n_known: int | tuple[int, ...] = 100  # a tuple sweeps
+    queries: int | None | tuple[int | None, ...] = None  # None: unlimited
+    compute: float | tuple[float, ...] = 1
 
     def digest(self) -> str:
-        return spec_hash(dataclasses.asdict(self))
+        fields = dataclasses.asdict(self)
+        # A plan that leaves the new resources at their defaults keeps the digest it had.
+        for key, default in (("queries", None), ("compute", 1)):
+            if fields[key] == default:
+                del fields[key]
+        return spec_hash(fields)
+
+    def sweeps(self) -> bool:
+        """Whether any resource is given as a list."""
+        return any(isinstance(v, tuple) for v in (self.n_known, self.queries, self.compute))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What one attack job is given: known pairs, oracle queries (None: unlimited) and the
+    multiplier of its compute budget."""
+
+    n_known: int = 100
+    queries: int | None = None
+    compute: float = 1
+
+    def key_fields(self) -> dict[str, Any]:
+        """The non-default queries and compute, as a record key and its meta hold them."""
+        out: dict[str, Any] = {}
+        if self.queries is not None:
+            out["queries"] = self.queries
+        if self.compute != 1:
+            out["compute"] = float(self.compute)
+        return out
+
+
+def values(value: Any) -> tuple:
+    """A resource's values: the swept tuple, or its one value."""
+    return value if isinstance(value, tuple) else (value,)
+
+
+def points(plan: Plan, level: str, attack: Any) -> list[Resources]:
+    """The resource points ``attack`` (an Attack) is run with at ``level``: each swept resource
+    only where it matters (pairs where the level grants them, queries where the attack is
+    granted the oracle, compute for an attack with ``budget`` hyperparameters); elsewhere pairs
+    at their largest value, unlimited queries and compute 1."""
+    grants = LEVELS[level]
+    oracle = ORACLE in grants and ORACLE in attack.needs | attack.optional
+    known = values(plan.n_known) if KNOWN_PAIRS in grants else (max(values(plan.n_known)),)
+    queries = values(plan.queries) if oracle else (None,)
+    compute = values(plan.compute) if attack.budget else (1,)
+    return [Resources(k, q, c) for k, q, c in itertools.product(known, queries, compute)]
 
 
 def spec_hash(obj: Any) -> str:
@@ -152,6 +208,37 @@ def _int_list(value: Any, key: str, where: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sweep(raw: dict, key: str, default: Any, valid: Any, expected: str, where: str) -> Any:
+    """A resource: one value, or a list of distinct values (a tuple) that sweeps it."""
+    value = raw.get(key, default)
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(valid(v) for v in values):
+        raise PlanError(f"{where}: {key}={value!r}: expected {expected}, or a non-empty list of "
+                        "them")
+    if len(set(values)) != len(values):
+        raise PlanError(f"{where}: {key}={value!r} lists a value twice")
+    return tuple(values) if isinstance(value, list) else value
+
+
+def _resources(raw: dict, where: str) -> dict[str, Any]:
+    """``n_known``, ``queries`` and ``compute`` of a raw plan, validated."""
+    import math
+
+    return {
+        "n_known": _sweep(raw, "n_known", 100, lambda v: _is_int(v) and v >= 0,
+                          "integers >= 0", where),
+        "queries": _sweep(raw, "queries", None, lambda v: v is None or (_is_int(v) and v >= 0),
+                          "integers >= 0 or null (unlimited)", where),
+        "compute": _sweep(raw, "compute", 1, lambda v: isinstance(v, (int, float))
+                          and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                          "numbers > 0", where),
+    }
+
+
 def from_dict(raw: Any, *, where: str = "plan") -> Plan:
     if not isinstance(raw, dict) or not raw:
         raise PlanError(f"{where}: empty plan; expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
@@ -167,12 +254,10 @@ def from_dict(raw: Any, *, where: str = "plan") -> Plan:
     for level in levels:
         if level not in LEVELS:
             raise PlanError(f"{where}: unknown level {level!r}; expected one of {', '.join(LEVELS)}")
-    counts = {}
-    for key, default, low in (("n_targets", 100, 1), ("n_known", 100, 0)):
-        value = raw.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise PlanError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
-        counts[key] = value
+    value = raw.get("n_targets", 100)
+    if not _is_int(value) or value < 1:
+        raise PlanError(f"{where}: n_targets must be an integer >= 1, got {value!r}")
+    counts = {"n_targets": value, **_resources(raw, where)}
     defenses = _specs("defense", raw.get("defenses"), where)
     # Utility is a ratio to the undisguised model, so every plan trains the `none` defense.
     if not any(spec.name == "none" for spec in defenses):
@@ -214,10 +299,15 @@ def read_raw(path: Path) -> Any:
 
 def override(plan: Plan, **lists: str | None) -> Plan:
     """Replace the plan's tasks, defenses, attacks, levels or seeds with comma-separated lists."""
+    def plain(value: Any) -> Any:
+        return list(value) if isinstance(value, tuple) else value
+
     raw: dict[str, Any] = {
         "name": plan.name,
         "n_targets": plan.n_targets,
-        "n_known": plan.n_known,
+        "n_known": plain(plan.n_known),
+        "queries": plain(plan.queries),
+        "compute": plain(plan.compute),
         "levels": list(plan.levels),
         "seeds": list(plan.seeds),
     }
