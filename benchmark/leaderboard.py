@@ -147,13 +147,14 @@ class CurvePoint:
 class Curve:
     """Privacy against one resource, and the cost to break: the smallest value at which privacy
     falls below ``BREAK`` (``broken`` False: it never did, "> max tried"), with the range of
-    that value over the bootstrap resamples (None at an end: no break in those resamples)."""
+    that value over the bootstrap resamples as indices into ``points`` (``len(points)``: no
+    break in those resamples)."""
 
     resource: str
     points: list[CurvePoint]
     broken: bool
     cost: float | None
-    cost_interval: tuple[float | None, float | None] | None
+    cost_interval: tuple[int, int]
 
     @property
     def name(self) -> str:
@@ -164,14 +165,17 @@ class Curve:
         last = self.points[-1].value
         return "never" if last is None else f"> {last:g}"
 
+    def end_text(self, index: int) -> str:
+        """The value at ``index`` of the points, or "> max tried" past the last."""
+        return self.beyond() if index >= len(self.points) else _value_text(
+            self.points[index].value)
+
     def cost_text(self) -> str:
         """"pairs 30 [10, 100]", or "pairs > 300" when no value tried breaks it."""
-        if not self.broken:
-            return f"{self.name} {self.beyond()}"
-        text = f"{self.name} {_value_text(self.cost)}"
-        if self.cost_interval is not None and self.cost_interval != (self.cost, self.cost):
-            lo, hi = self.cost_interval
-            text += f" [{_value_text(lo)}, {self.beyond() if hi is None else _value_text(hi)}]"
+        text = f"{self.name} {_value_text(self.cost) if self.broken else self.beyond()}"
+        lo, hi = self.cost_interval
+        if lo != hi:
+            text += f" [{self.end_text(lo)}, {self.end_text(hi)}]"
         return text
 
 
@@ -566,9 +570,7 @@ def _curve(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
     index = np.where(np.any(broke, axis=0), np.argmax(broke, axis=0), len(points))
     tail = 100 * (1 - stats.CONFIDENCE) / 2
     lo, hi = (int(v) for v in np.percentile(index, [tail, 100 - tail], method="nearest"))
-    ends = [points[j].value if j < len(points) else None for j in (lo, hi)]
-    return Curve(RESOURCES[i], points, bool(first), first[0] if first else None,
-                 (ends[0], ends[1]) if ends[0] is not None else None)
+    return Curve(RESOURCES[i], points, bool(first), first[0] if first else None, (lo, hi))
 
 
 def _set_privacy(row: Row, low: _Level, low_level: str, low_draws: np.ndarray,

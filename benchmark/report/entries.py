@@ -21,9 +21,11 @@ _PRIVACY_METHOD = (f"{CONFIDENCE:.0%} percentile bootstrap ({RESAMPLES} resample
                    "Beta(k+1/2, n-k+1/2) instead, so 100 of 100 never gives [1.00, 1.00]")
 _CURVE_METHOD = ("this level's privacy (1 - the worst attack's advantage) at each value of the "
                  "resource, every attack at its largest point with that value; to_break: the "
-                 f"smallest value with privacy below {BREAK:g} (null: none tried), its interval "
-                 f"the {CONFIDENCE:.0%} range of that value over the privacy bootstrap's "
-                 "resamples (null at the upper end: not broken in those resamples)")
+                 f"smallest value with privacy below {BREAK:g} (null with broken false: no "
+                 f"value tried; a null value in points: unlimited queries), its interval the "
+                 f"{CONFIDENCE:.0%} range of that value over the privacy bootstrap's resamples, "
+                 "as indices into points (the number of points: not broken in those resamples) "
+                 "and as text")
 _UTILITY_METHOD = (f"{CONFIDENCE:.0%} interval from Jeffreys Beta(k+1/2, n-k+1/2) draws of each "
                    "seed's test accuracy, seeds resampled as for privacy (utility: divided by "
                    "the none model's draw of the same seed first)")
@@ -105,7 +107,8 @@ def _curve_json(curve: Curve) -> dict[str, Any]:
                     "interval": _interval(p.interval), "worst_attack": p.worst_attack}
                    for p in curve.points],
         "to_break": {"below": BREAK, "value": curve.cost, "broken": curve.broken,
-                     "interval": None if curve.cost_interval is None else list(curve.cost_interval),
+                     "interval_index": list(curve.cost_interval),
+                     "interval": [curve.end_text(j) for j in curve.cost_interval],
                      "text": curve.cost_text()},
         "method": _CURVE_METHOD,
     }
