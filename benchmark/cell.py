@@ -33,7 +33,6 @@ from disguisebench.api import (
 )
 from disguisebench.cache import ModelCache, data_digest
 from disguisebench.plan import Plan, Resources, Spec, points, spec_hash
-from disguisebench.plan import values as plan_values
 from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record, Store, derive_key
 from disguisebench.threat import (
     Scenario, attack_report, build_scenario, grants, level_sizes, view_fields,
@@ -96,7 +95,7 @@ def record_key(plan: Plan, cell: Cell, attack: Spec | None, level: str | None,
                resources: Resources | None = None) -> str:
     """The hash a record is stored under. Queries and compute enter it only when not their
     defaults, so the records of a plan that sweeps nothing keep their keys."""
-    resources = resources or Resources(max(plan_values(plan.n_known)))
+    resources = resources or Resources(max(plan.known()))
     return spec_hash({
         "task": cell.task.canonical(),
         "defense": cell.defense.canonical(),

@@ -25,6 +25,8 @@ into one spec each. Wrap a literal list parameter as ``{value: [...]}``. ``attac
 (``n_known: [1, 10, 100]``, ``queries: [10, 100, null]``). A resource multiplies only the jobs
 where it matters (:func:`points`): pairs at levels granting known pairs, queries where the
 oracle is granted, compute for attacks whose class names its ``budget`` hyperparameters.
+``n_known`` may also be given per level, ``{level-2: [1, 10, 100], level-3: 1}``, so that
+level 3 sweeps queries at a fixed number of pairs instead of crossing both.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ class Plan:
     levels: tuple[str, ...]
     seeds: tuple[int, ...]
     n_targets: int = 100
-    n_known: int | tuple[int, ...] = 100  # a tuple sweeps
+    # A tuple of counts sweeps; a tuple of (level, count or counts) gives them per level.
+    n_known: int | tuple = 100
     queries: int | None | tuple[int | None, ...] = None  # None: unlimited
     compute: float | tuple[float, ...] = 1
 
@@ -109,8 +112,18 @@ class Plan:
         return spec_hash(fields)
 
     def sweeps(self) -> bool:
-        """Whether any resource is given as a list."""
-        return any(isinstance(v, tuple) for v in (self.n_known, self.queries, self.compute))
+        """Whether any resource takes more than one value."""
+        return len(set(self.known())) > 1 or any(
+            len(values(v)) > 1 for v in (self.queries, self.compute))
+
+    def known(self, level: str | None = None) -> tuple[int, ...]:
+        """The known-pair counts run at ``level`` (every count of the plan when None)."""
+        if not _per_level(self.n_known):
+            return values(self.n_known)
+        per_level = dict(self.n_known)
+        if level is not None and level in per_level:
+            return values(per_level[level])
+        return tuple(v for counts in per_level.values() for v in values(counts))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +145,11 @@ class Resources:
         return out
 
 
+def _per_level(value: Any) -> bool:
+    """Whether ``n_known`` is given per level, as (level, count or counts) pairs."""
+    return isinstance(value, tuple) and bool(value) and isinstance(value[0], tuple)
+
+
 def values(value: Any) -> tuple:
     """A resource's values: the swept tuple, or its one value."""
     return value if isinstance(value, tuple) else (value,)
@@ -144,7 +162,7 @@ def points(plan: Plan, level: str, attack: Any) -> list[Resources]:
     at their largest value, unlimited queries and compute 1."""
     grants = LEVELS[level]
     oracle = ORACLE in grants and ORACLE in attack.needs | attack.optional
-    known = values(plan.n_known) if KNOWN_PAIRS in grants else (max(values(plan.n_known)),)
+    known = plan.known(level) if KNOWN_PAIRS in grants else (max(plan.known()),)
     queries = values(plan.queries) if oracle else (None,)
     compute = values(plan.compute) if attack.budget else (1,)
     return [Resources(k, q, c) for k, q, c in itertools.product(known, queries, compute)]
@@ -224,13 +242,29 @@ def _sweep(raw: dict, key: str, default: Any, valid: Any, expected: str, where: 
     return tuple(values) if isinstance(value, list) else value
 
 
+def _known(raw: dict, where: str) -> Any:
+    """``n_known``: a count, a list of counts, or either per level that grants known pairs."""
+    def valid(v: Any) -> bool:
+        return _is_int(v) and v >= 0
+
+    value = raw.get("n_known", 100)
+    if not isinstance(value, dict):
+        return _sweep(raw, "n_known", 100, valid, "integers >= 0", where)
+    granting = [lv for lv in LEVELS if KNOWN_PAIRS in LEVELS[lv]]
+    if not value or any(level not in granting for level in value):
+        raise PlanError(f"{where}: n_known={value!r}: expected a count or a list of counts per "
+                        f"level, levels among {', '.join(granting)}")
+    return tuple((str(level), _sweep(value, level, None, valid, "integers >= 0",
+                                     f"{where}: n_known"))
+                 for level in sorted(value))
+
+
 def _resources(raw: dict, where: str) -> dict[str, Any]:
     """``n_known``, ``queries`` and ``compute`` of a raw plan, validated."""
     import math
 
     return {
-        "n_known": _sweep(raw, "n_known", 100, lambda v: _is_int(v) and v >= 0,
-                          "integers >= 0", where),
+        "n_known": _known(raw, where),
         "queries": _sweep(raw, "queries", None, lambda v: v is None or (_is_int(v) and v >= 0),
                           "integers >= 0 or null (unlimited)", where),
         "compute": _sweep(raw, "compute", 1, lambda v: isinstance(v, (int, float))
@@ -300,6 +334,8 @@ def read_raw(path: Path) -> Any:
 def override(plan: Plan, **lists: str | None) -> Plan:
     """Replace the plan's tasks, defenses, attacks, levels or seeds with comma-separated lists."""
     def plain(value: Any) -> Any:
+        if _per_level(value):
+            return {level: plain(v) for level, v in value}
         return list(value) if isinstance(value, tuple) else value
 
     raw: dict[str, Any] = {

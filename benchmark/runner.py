@@ -16,7 +16,7 @@ from typing import Any
 from disguisebench import sandbox
 from disguisebench.cell import Cell, Job, cells, jobs
 from disguisebench.executors import InProcess
-from disguisebench.plan import Plan, spec_hash, values
+from disguisebench.plan import Plan, spec_hash
 from disguisebench.store import FAILED, NOT_APPLICABLE, Record, Store
 from disguisebench.threat import level_sizes
 
@@ -50,7 +50,7 @@ def preflight(plan: Plan, work: list[tuple[Cell, list[Job]]], salt: bytes) -> No
             continue
         seen.add(key)
         n_train = len(cell.task.build().load(seed=cell.seeds(salt)["data"]).train)
-        n_known = max(values(plan.n_known))  # the largest point of a sweep
+        n_known = max(plan.known())  # the largest point of a sweep
         levels = [lv for lv in plan.levels if level_sizes(
             n_train, plan.n_targets, n_known, lv) != (plan.n_targets, n_known)]
         if plan.attacks and levels:

@@ -253,3 +253,21 @@ def test_page_entries_and_plot_carry_the_curve(tmp_path):
     assert curve["to_break"]["interval"] == ["100", "100"]
     level1 = json.loads((tmp_path / "entries/toy-epochs-1/level-1/block-rmt.json").read_text())
     assert "curves" not in level1
+
+
+def test_known_pairs_per_level_let_level_3_sweep_queries_alone():
+    plan = plan_mod.from_dict({**TOY_PLAN, "defenses": ["none"], "attacks": ["template-match"],
+                               "n_known": {"level-2": [1, 3, 10], "level-3": 1},
+                               "queries": [10, None]})
+    assert plan.known("level-2") == (1, 3, 10) and plan.known("level-3") == (1,)
+    jobs = cell_mod.jobs(plan, cell_mod.cells(plan)[0])[1:]
+    points = {lv: [(j.resources.n_known, j.resources.queries) for j in jobs if j.level == lv]
+              for lv in plan.levels}
+    assert points == {"level-1": [(10, None)], "level-2": [(1, None), (3, None), (10, None)],
+                      "level-3": [(1, 10), (1, None)]}
+    assert plan_mod.override(plan, seeds="2").n_known == plan.n_known
+    with pytest.raises(PlanError, match=r"n_known=\{'level-1': 3\}: expected a count or a list "
+                                        r"of counts per level, levels among level-2, level-3"):
+        plan_mod.from_dict({**TOY_PLAN, "n_known": {"level-1": 3}})
+    with pytest.raises(PlanError, match=r"level-2=\[3, -1\]: expected integers >= 0"):
+        plan_mod.from_dict({**TOY_PLAN, "n_known": {"level-2": [3, -1]}})
