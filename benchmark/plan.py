@@ -157,12 +157,14 @@ def values(value: Any) -> tuple:
 
 def points(plan: Plan, level: str, attack: Any) -> list[Resources]:
     """The resource points ``attack`` (an Attack) is run with at ``level``: each swept resource
-    only where it matters (pairs where the level grants them, queries where the attack is
-    granted the oracle, compute for an attack with ``budget`` hyperparameters); elsewhere pairs
-    at their largest value, unlimited queries and compute 1."""
-    grants = LEVELS[level]
-    oracle = ORACLE in grants and ORACLE in attack.needs | attack.optional
-    known = plan.known(level) if KNOWN_PAIRS in grants else (max(plan.known()),)
+    only where it matters (pairs and queries where the attack is granted them, compute for an
+    attack with ``budget`` hyperparameters); elsewhere the largest count of pairs (the level's,
+    or the plan's at a level without pairs: its scenario is drawn with them), unlimited queries
+    and compute 1."""
+    grants, uses = LEVELS[level], attack.needs | attack.optional
+    counts = plan.known(level) if KNOWN_PAIRS in grants else (max(plan.known()),)
+    known = counts if KNOWN_PAIRS in grants and KNOWN_PAIRS in uses else (max(counts),)
+    oracle = ORACLE in grants and ORACLE in uses
     queries = values(plan.queries) if oracle else (None,)
     compute = values(plan.compute) if attack.budget else (1,)
     return [Resources(k, q, c) for k, q, c in itertools.product(known, queries, compute)]

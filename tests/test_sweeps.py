@@ -84,15 +84,15 @@ def test_each_resource_multiplies_only_the_jobs_where_it_matters():
     count = {(job.attack.name, job.level): 0 for job in jobs}
     for job in jobs:
         count[job.attack.name, job.level] += 1
-    # template-match: oracle at level 3, no budget; learned-inversion: oracle and a budget;
-    # class-membership: neither (only the pairs of levels 2 and 3 multiply it).
+    # template-match: the oracle at level 3, no pairs, no budget; learned-inversion: pairs,
+    # the oracle and a budget; class-membership: none of them.
     assert count == {
-        ("template-match", "level-1"): 1, ("template-match", "level-2"): 2,
-        ("template-match", "level-3"): 4,
+        ("template-match", "level-1"): 1, ("template-match", "level-2"): 1,
+        ("template-match", "level-3"): 2,
         ("learned-inversion", "level-1"): 2, ("learned-inversion", "level-2"): 4,
         ("learned-inversion", "level-3"): 8,
-        ("class-membership", "level-1"): 1, ("class-membership", "level-2"): 2,
-        ("class-membership", "level-3"): 2,
+        ("class-membership", "level-1"): 1, ("class-membership", "level-2"): 1,
+        ("class-membership", "level-3"): 1,
     }
     assert len({job.key for job in jobs}) == len(jobs)
     # The defaults (unlimited queries, compute 1) give the keys a plan without them gives.
@@ -114,6 +114,7 @@ def test_compute_scales_the_declared_budget():
 
 
 def test_an_n_known_sweep_makes_one_record_per_point_at_level_2_and_one_at_level_1(tmp_path):
+    """One record per count at level 2 for an attack granted pairs; one at level 1."""
     raw = {**TOY_PLAN, "n_targets": 10, "n_known": [3, 10], "levels": ["level-1", "level-2"],
            "tasks": [{"toy": {"epochs": 1}}], "defenses": ["none"],
            "attacks": ["known-pair-regression", "template-match"]}
@@ -122,9 +123,10 @@ def test_an_n_known_sweep_makes_one_record_per_point_at_level_2_and_one_at_level
         recs = [r for r in store.records() if r.attack is not None]
     points = sorted((r.attack["name"], r.level, r.meta["n_known"]) for r in recs
                     if r.level == "level-2")
+    # template-match is not granted pairs: one record, with the largest count's scenario.
     assert points == [("known-pair-regression", "level-2", 3),
                       ("known-pair-regression", "level-2", 10),
-                      ("template-match", "level-2", 3), ("template-match", "level-2", 10)]
+                      ("template-match", "level-2", 10)]
     assert sorted(r.attack["name"] for r in recs if r.level == "level-1") == \
         ["known-pair-regression", "template-match"]
     assert all("queries" not in r.meta and "compute" not in r.meta for r in recs)
@@ -263,7 +265,7 @@ def test_known_pairs_per_level_let_level_3_sweep_queries_alone():
     jobs = cell_mod.jobs(plan, cell_mod.cells(plan)[0])[1:]
     points = {lv: [(j.resources.n_known, j.resources.queries) for j in jobs if j.level == lv]
               for lv in plan.levels}
-    assert points == {"level-1": [(10, None)], "level-2": [(1, None), (3, None), (10, None)],
+    assert points == {"level-1": [(10, None)], "level-2": [(10, None)],
                       "level-3": [(1, 10), (1, None)]}
     assert plan_mod.override(plan, seeds="2").n_known == plan.n_known
     with pytest.raises(PlanError, match=r"n_known=\{'level-1': 3\}: expected a count or a list "
