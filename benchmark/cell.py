@@ -404,7 +404,7 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
             record(job, NOT_APPLICABLE, {}, {"missing": sorted(missing), **sizes}, attack.goal)
             continue
         granted = grants(attack, job.level)
-        # Queries and compute reach the key only where they matter (plan.points).
+        # Runs at different resource points never share a result.
         memo = (job.attack, granted, (n_targets, n_known),
                 dataclasses.replace(job.resources, n_known=n_known))
         if memo not in done:
