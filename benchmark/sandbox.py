@@ -689,6 +689,10 @@ class _AttackServer:
         self.queries = 0
 
     def serve(self, op: str, kwargs: dict[str, Any]) -> Any:
+        data = kwargs.get("data")
+        if op in ("oracle", "call") and isinstance(data, Data) and len(data) == 0:
+            # The attack's mistake, refused here: the defense must not be blamed for it.
+            raise PluginError(f"an attack's {op} request holds no images; ask for at least one")
         if op == "train":
             return _train_for_attack(type(self.task), kwargs)
         if op == "oracle":

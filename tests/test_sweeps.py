@@ -273,3 +273,49 @@ def test_known_pairs_per_level_let_level_3_sweep_queries_alone():
         plan_mod.from_dict({**TOY_PLAN, "n_known": {"level-1": 3}})
     with pytest.raises(PlanError, match=r"level-2=\[3, -1\]: expected integers >= 0"):
         plan_mod.from_dict({**TOY_PLAN, "n_known": {"level-2": [3, -1]}})
+
+
+class EmptyAsker(Attack):
+    """Asks the oracle for no images, then re-identifies nothing."""
+
+    goal = REIDENTIFY
+    needs = frozenset({TARGETS, GALLERY, ORACLE})
+
+    def __init__(self) -> None:
+        pass
+
+    def _run(self, view, *, seed):
+        try:
+            view.oracle(Data(view.gallery[:0]))
+        except PluginError as err:
+            assert "holds no images" in str(err)
+        return torch.zeros(len(view.targets), dtype=torch.long)
+
+
+def test_an_empty_request_is_the_attacks_mistake_not_a_refusal(tmp_path):
+    raw = {**TOY_PLAN, "n_targets": 10, "n_known": 5, "levels": ["level-3"],
+           "tasks": [{"toy": {"epochs": 1}}], "defenses": ["none"], "attacks": ["empty-asker"]}
+    with registry.temporary("empty-asker", EmptyAsker):
+        with Store(tmp_path / "r.db") as store:
+            runner.run(plan_mod.from_dict(raw), store)
+            statuses = [r.status for r in store.records() if r.attack is not None]
+    assert statuses == [OK]
+
+
+def test_known_pair_regression_runs_from_one_pair():
+    """Discovery probes with at least one image, so a single known pair is not an empty
+    request (which the harness would refuse)."""
+    from disguisebench import threat
+    from disguisebench.api import Splits
+
+    gen = torch.Generator().manual_seed(0)
+    train = Data(torch.rand(60, 1, 8, 8, generator=gen), torch.arange(60) % 3)
+    splits = Splits(train, train[:20], train[20:40], 3)
+    defense = registry.create("defense", "block-rmt", {"block": 4}).fit(splits.public, seed=1)
+    scenario = threat.build_scenario(splits, defense.transform(train), n_targets=5, n_known=1,
+                                     seed=0)
+    task = registry.create("task", "toy", {"epochs": 1})
+    metrics = threat.evaluate(registry.create("attack", "known-pair-regression"), "level-2",
+                              task=task, splits=splits, defense=defense, model=None,
+                              scenario=scenario)
+    assert "advantage" in metrics
