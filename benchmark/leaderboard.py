@@ -42,8 +42,8 @@ pairs), its oracle query budget (``meta["queries"]``, absent: unlimited) and its
 multiplier (``meta["compute"]``, absent: 1). The board shows each attack at its largest point,
 the strongest attacker. Where a (task, level, defense) holds several values of a resource, its
 row also gets a :class:`Curve`: this level's privacy at each value (every attack at its largest
-point with that value; an attack that does not vary in it, at its largest point), and the cost
-to break, the smallest value at which privacy falls below ``BREAK``, with an interval from the
+point with that value; an attack that does not vary in it, at its largest point), never above
+its privacy at a smaller value (an attacker can ignore what it is given), and the cost to break, the smallest value at which privacy falls below ``BREAK``, with an interval from the
 same bootstrap resamples (the smallest breaking value in each resample).
 """
 
@@ -135,12 +135,14 @@ class AttackResult:
 
 @dataclasses.dataclass
 class CurvePoint:
-    """This level's privacy at one value of a swept resource (None: unlimited queries)."""
+    """This level's privacy at one value of a swept resource (None: unlimited queries): the
+    minimum over it and the smaller values, as over levels; ``own``, the value's own."""
 
     value: float | None
     privacy: float
     interval: Interval | None
     worst_attack: str | None
+    own: float | None = None
 
 
 @dataclasses.dataclass
@@ -545,8 +547,32 @@ def _curves(found: _Collected, cell: tuple[str, str, str], draws: stats.Draws
 
 def _curve(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
            draws: stats.Draws) -> Curve | None:
-    """Privacy at each value of resource ``i`` and the cost to break (see the module's doc)."""
-    points, broke = [], []
+    """Privacy at each value of resource ``i`` and the cost to break (see the module's doc).
+    As over levels, privacy at a value is never above that at a smaller one (an attacker can
+    ignore what it is given); ``own`` keeps the value's own."""
+    points, low, low_draws, broke = [], None, None, []
+    for value, level in _value_levels(found, cell, i, values, draws):
+        if low is None or level.privacy <= low.privacy:
+            low = level
+        low_draws = level.draws if low_draws is None else np.minimum(low_draws, level.draws)
+        points.append(CurvePoint(value, low.privacy, stats.percentile_interval(low_draws),
+                                 low.worst, level.privacy))
+        broke.append(low_draws < BREAK)
+    if not points:
+        return None
+    first = [p.value for p in points if p.privacy < BREAK]
+    # Each resample's cost: the index of its first breaking value; len(points): none broke it.
+    index = np.where(np.any(broke, axis=0), np.argmax(broke, axis=0), len(points))
+    tail = 100 * (1 - stats.CONFIDENCE) / 2
+    lo, hi = (int(v) for v in np.percentile(index, [tail, 100 - tail], method="nearest"))
+    return Curve(RESOURCES[i], points, bool(first), first[0] if first else None, (lo, hi))
+
+
+def _value_levels(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
+                  draws: stats.Draws) -> list[tuple[Any, _Level]]:
+    """Each value of resource ``i`` that some attack scored at, with that value's level: every
+    attack at its largest point with the value (one that does not vary in it, at its largest)."""
+    out = []
     for value in values:
         collected = {}
         for key, by_point in found.points[cell].items():
@@ -558,19 +584,9 @@ def _curve(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
                 for rec in by_point[max(here, key=_point_order)]:
                     a.add(rec)
         level = _level(collected, draws)
-        if level.privacy is None:
-            continue
-        points.append(CurvePoint(value, level.privacy, stats.percentile_interval(level.draws),
-                                 level.worst))
-        broke.append(level.draws < BREAK)
-    if not points:
-        return None
-    first = [p.value for p in points if p.privacy < BREAK]
-    # Each resample's cost: the index of its first breaking value; len(points): none broke it.
-    index = np.where(np.any(broke, axis=0), np.argmax(broke, axis=0), len(points))
-    tail = 100 * (1 - stats.CONFIDENCE) / 2
-    lo, hi = (int(v) for v in np.percentile(index, [tail, 100 - tail], method="nearest"))
-    return Curve(RESOURCES[i], points, bool(first), first[0] if first else None, (lo, hi))
+        if level.privacy is not None:
+            out.append((value, level))
+    return out
 
 
 def _set_privacy(row: Row, low: _Level, low_level: str, low_draws: np.ndarray,

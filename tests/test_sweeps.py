@@ -319,3 +319,12 @@ def test_known_pair_regression_runs_from_one_pair():
                               task=task, splits=splits, defense=defense, model=None,
                               scenario=scenario)
     assert "advantage" in metrics
+
+
+def test_privacy_on_a_curve_never_rises_with_more_resources():
+    """An attacker can ignore pairs it is given: a weaker result with more pairs does not count."""
+    boards = leaderboard.aggregate(swept_records(((1, 50), (10, 30), (100, 95))), resamples=100)
+    curve = rmt_row(boards, "level-2")[1].curves["n_known"]
+    assert [round(p.privacy, 3) for p in curve.points] == [0.5, 0.5, 0.05]
+    assert [round(p.own, 3) for p in curve.points] == [0.5, 0.7, 0.05]
+    assert curve.points[1].interval[1] <= 0.62 and curve.cost == 100

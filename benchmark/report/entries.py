@@ -20,7 +20,8 @@ _PRIVACY_METHOD = (f"{CONFIDENCE:.0%} percentile bootstrap ({RESAMPLES} resample
                    "a seed whose hits are all or none is drawn from the Jeffreys posterior "
                    "Beta(k+1/2, n-k+1/2) instead, so 100 of 100 never gives [1.00, 1.00]")
 _CURVE_METHOD = ("this level's privacy (1 - the worst attack's advantage) at each value of the "
-                 "resource, every attack at its largest point with that value; to_break: the "
+                 "resource, every attack at its largest point with that value, and never above "
+                 "the privacy at a smaller value (this_value: the value's own); to_break: the "
                  f"smallest value with privacy below {BREAK:g} (null with broken false: no "
                  f"value tried; a null value in points: unlimited queries), its interval the "
                  f"{CONFIDENCE:.0%} range of that value over the privacy bootstrap's resamples, "
@@ -104,7 +105,8 @@ def _curve_json(curve: Curve) -> dict[str, Any]:
     return {
         "name": curve.name,
         "points": [{"value": p.value, "privacy": _number(p.privacy),
-                    "interval": _interval(p.interval), "worst_attack": p.worst_attack}
+                    "interval": _interval(p.interval), "worst_attack": p.worst_attack,
+                    "this_value": _number(p.own)}
                    for p in curve.points],
         "to_break": {"below": BREAK, "value": curve.cost, "broken": curve.broken,
                      "interval_index": list(curve.cost_interval),

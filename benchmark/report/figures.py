@@ -85,6 +85,11 @@ def plot_curves(board: Board, path: Path) -> None:
         ax.axhline(BREAK, color="0.4", linestyle="--", linewidth=0.8)
         if all(x > 0 for _, c in curves for x in _positions(c)):
             ax.set_xscale("log")
+        # A tick at every value tried, the unlimited budget marked ∞.
+        ticks = {x: "∞" if p.value is None else f"{p.value:g}"
+                 for _, c in curves for x, p in zip(_positions(c), c.points)}
+        ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
+        ax.minorticks_off()
         ax.set_ylim(-0.04, 1.04)
         ax.set_xlabel(_axis_label(curves[0][1]))
         ax.set_ylabel("privacy at this level")
@@ -104,7 +109,7 @@ def _positions(curve: Curve) -> list[float]:
 
 def _axis_label(curve: Curve) -> str:
     return {"pairs": "known (plaintext, disguised) pairs",
-            "queries": "oracle queries (unlimited at the right end)",
+            "queries": "oracle queries (∞: unlimited)",
             "compute": "compute budget multiplier"}.get(curve.name, curve.name)
 
 
