@@ -398,6 +398,8 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
             record(job, FAILED, {}, sizes, job.attack.build().goal, _error(scenario))
             continue
         attack = with_compute(job.attack, job.resources.compute)
+        if job.resources.compute != 1 and attack.budget:  # what the multiplier made of it
+            sizes["budget"] = {name: getattr(attack, name) for name in attack.budget}
         level_caps = LEVELS[job.level]
         missing = attack.needs - level_caps
         if missing:

@@ -328,3 +328,16 @@ def test_privacy_on_a_curve_never_rises_with_more_resources():
     assert [round(p.privacy, 3) for p in curve.points] == [0.5, 0.5, 0.05]
     assert [round(p.own, 3) for p in curve.points] == [0.5, 0.7, 0.05]
     assert curve.points[1].interval[1] <= 0.62 and curve.cost == 100
+
+
+def test_a_compute_sweep_keeps_the_attack_spec_and_records_the_multiplier(tmp_path):
+    raw = {**TOY_PLAN, "n_targets": 10, "compute": [0.5, 1], "levels": ["level-1"],
+           "tasks": [{"toy": {"epochs": 1}}], "defenses": ["none"],
+           "attacks": [{"learned-inversion": {"steps": 4, "keys": 1}}]}
+    with Store(tmp_path / "r.db") as store:
+        runner.run(plan_mod.from_dict(raw), store)
+        recs = [r for r in store.records() if r.attack is not None]
+    assert sorted(r.meta.get("compute", 1) for r in recs) == [0.5, 1]
+    assert sorted(str(r.meta.get("budget")) for r in recs) == ["None", "{'steps': 2}"]
+    assert all(r.attack["params"]["steps"] == 4 and r.status == OK for r in recs)
+    assert len({r.key for r in recs}) == 2
