@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -73,14 +74,25 @@ def pair_up(plain: Data, disguised: Data) -> tuple[Tensor, Tensor]:
     return plain.x[first[keep]], disguised.x[keep]
 
 
+def within_budget(view: ThreatView, n: int) -> ThreatView:
+    """``view``, without its oracle when the query budget does not cover ``n`` images (an attack
+    that needs whole sets through the oracle then takes its own-key path instead)."""
+    if view.oracle is None or view.queries is None or n <= view.queries:
+        return view
+    return dataclasses.replace(view, oracle=None)
+
+
 def owner_pairs(view: ThreatView) -> list[tuple[Tensor, Tensor]]:
     """Pairs under the owner's key: the known pairs (level 2) and oracle disguises of the public
-    images (level 3), each where granted."""
+    images (level 3, the first ``view.queries`` of them under a query budget), each where
+    granted."""
     out = []
     if view.known_pairs is not None:
         out.append(pair_up(*view.known_pairs))
-    if view.oracle is not None and view.public is not None:
+    if view.oracle is not None and view.public is not None and view.queries != 0:
         public = view.public.without_labels()
+        if view.queries is not None:
+            public = public[:view.queries]
         out.append(pair_up(public, view.oracle(public)))
     return out
 

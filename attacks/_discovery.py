@@ -173,7 +173,7 @@ class _Prober:
         z_large = self.apply(torch.zeros(2 * m, c, h, w))
         noise_var = float((z_small - z_large[:m]).pow(2).mean()) / 2
         # Fresh structure: an image's disguise depends on its batch beyond that noise.
-        half = self.apply(x[: len(x) // 2])
+        half = self.apply(x[: max(1, len(x) // 2)])
         excess = float((half - y[: len(half)]).pow(2).mean()) - 2 * noise_var
         shared = excess <= 1e-3 * scale2 + 0.2 * noise_var and not self.mixing
         keyed = len(self.copies) > 1 and \

@@ -108,6 +108,7 @@ class Auto(Attack):
     goal = REIDENTIFY
     needs = frozenset({TARGETS, GALLERY, DEFENSE, PUBLIC})
     optional = frozenset({UPLOAD, KNOWN_PAIRS, ORACLE})
+    budget = ("budget_s",)  # scaled by a plan's compute
 
     def __init__(self, queries: int = 1024, stop_at: float = 0.95, keys: int = 32,
                  steps: int = 300, refine_steps: int = 100, budget_s: float = 60.0) -> None:
@@ -211,11 +212,13 @@ class Auto(Attack):
     def _probes(self, view: ThreatView, found: Structure) -> tuple[Tensor, Tensor] | None:
         """Designed oracle probes within the query budget: every grey level as a constant
         image, then public images."""
-        if view.oracle is None or not self.queries:
+        budget = self.queries if view.queries is None else min(
+            self.queries, view.queries - int(self.used_["queries"]))
+        if view.oracle is None or budget <= 0:
             return None
         c, h, w = found.in_shape
-        levels = torch.linspace(0, 1, min(256, self.queries)).view(-1, 1, 1, 1).expand(-1, c, h, w)
-        rest = max(self.queries - len(levels), 0)
+        levels = torch.linspace(0, 1, min(256, budget)).view(-1, 1, 1, 1).expand(-1, c, h, w)
+        rest = max(budget - len(levels), 0)
         plain = torch.cat([levels, subsample(view.public.x, rest, 7)[:rest]]).contiguous()
         out = view.oracle(Data(plain))
         self.used_["queries"] += float(len(plain))

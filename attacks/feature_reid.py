@@ -57,6 +57,7 @@ class FeatureReID(Attack):
     goal = REIDENTIFY
     needs = frozenset({TARGETS, GALLERY})
     optional = frozenset({DEFENSE, PUBLIC, KNOWN_PAIRS, ORACLE})
+    budget = ("steps",)  # scaled by a plan's compute
 
     def __init__(self, steps: int = 300, keys: int = 4, match: str = "assignment",
                  width: int = 256, dim: int = 64, batch_size: int = 128,

@@ -84,6 +84,7 @@ class LearnedInversion(Attack):
     goal = RECONSTRUCT
     needs = frozenset({TARGETS})
     optional = frozenset({DEFENSE, PUBLIC, KNOWN_PAIRS, ORACLE})
+    budget = ("steps",)  # scaled by a plan's compute
 
     def __init__(self, steps: int = 150, keys: int = 2, penalty: float = 1e-3, width: int = 16,
                  batch_size: int = 32, lr: float = 3e-3) -> None:

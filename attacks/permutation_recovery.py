@@ -49,6 +49,7 @@ class PermutationRecovery(Attack):
     goal = REIDENTIFY
     needs = frozenset({TARGETS, DEFENSE, PUBLIC, GALLERY})
     optional = frozenset({UPLOAD})
+    budget = ("refine_steps",)  # scaled by a plan's compute
 
     def __init__(self, statistics: str = "auto", refine_steps: int = 500,
                  max_images: int = 5000) -> None:

@@ -35,6 +35,7 @@ class ShadowLabel(Attack):
     goal = LABEL
     label_of = "gallery"
     needs = frozenset({MODEL, PUBLIC, GALLERY, DEFENSE})
+    budget = ("epochs",)  # scaled by a plan's compute
 
     def __init__(self, shadows: int = 1, epochs: int = 2, query: str = "both") -> None:
         self.shadows = shadows

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from disguisebench.attacks._common import log_probs, own_key, per_source, sub_seed, train_model
+from disguisebench.attacks._common import (log_probs, own_key, per_source, sub_seed, train_model,
+                                            within_budget)
 from disguisebench.api import (DEFENSE, MEMBERSHIP, MODEL, ORACLE, PUBLIC, Attack, Data, Defense,
                                NotApplicable, ThreatView, check_choice, check_number)
 from disguisebench.registry import register
@@ -33,6 +34,7 @@ class ShadowMembership(Attack):
     goal = MEMBERSHIP
     needs = frozenset({MODEL, PUBLIC, DEFENSE})
     optional = frozenset({ORACLE})
+    budget = ("epochs",)  # scaled by a plan's compute
 
     def __init__(self, shadows: int = 1, epochs: int = 3, query: str = "auto") -> None:
         self.shadows = shadows
@@ -56,6 +58,7 @@ class ShadowMembership(Attack):
 
         public: Data = view.require(PUBLIC)
         defense: Defense = view.require(DEFENSE)
+        view = within_budget(view, len(view.candidates))
         mode = self.query
         if mode == "auto":
             mode = "oracle" if view.oracle is not None else "own-key"

@@ -7,7 +7,7 @@ import logging
 import torch
 from torch import Tensor
 
-from disguisebench.attacks._common import own_key, sub_seed
+from disguisebench.attacks._common import own_key, sub_seed, within_budget
 from disguisebench.attacks._discovery import discover
 from disguisebench.api import (
     DEFENSE, GALLERY, ORACLE, REIDENTIFY, TARGETS, Attack, Data, Defense, NotApplicable, Outcome,
@@ -121,6 +121,7 @@ class TemplateMatch(Attack):
     def _run(self, view: ThreatView, *, seed: int) -> Outcome:
         gallery = Data(view.require(GALLERY))
         defense: Defense = view.require(DEFENSE)
+        view = within_budget(view, (3 if self.feature == "auto" else 1) * len(gallery))
         found = discover(defense, gallery.x)
         block = found.unit if found.found and found.unit < min(gallery.x.shape[-2:]) else None
         kind, report = self.feature, {}

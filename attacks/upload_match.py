@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from disguisebench.attacks._common import sub_seed
+from disguisebench.attacks._common import sub_seed, within_budget
 from disguisebench.api import (DEFENSE, MEMBERSHIP, ORACLE, PUBLIC, UPLOAD, Attack, Data, Defense,
                                NotApplicable, PluginError, ThreatView)
 from disguisebench.registry import register
@@ -51,6 +51,7 @@ class UploadMatch(Attack):
 
     def _run(self, view: ThreatView, *, seed: int) -> Tensor:
         candidates = Data(view.require("candidates"))
+        view = within_budget(view, len(candidates))
         upload: Data = view.require(UPLOAD)
         defense: Defense = view.require(DEFENSE)
         if self.oracle and view.oracle is not None:

@@ -379,12 +379,16 @@ class Attack(Plugin):
     ``_run`` returns the prediction, or an :class:`Outcome` of the prediction and diagnostics
     (name -> finite number: an entropy, a fraction of key positions recovered) that the runner
     stores beside the scores as ``attack.<name>``; ``run`` always returns an ``Outcome``.
+
+    ``budget`` names the hyperparameters that are the attack's compute budget (training epochs,
+    optimisation steps): a plan's ``compute`` multiplies them, rounding integers to at least 1.
     """
 
     goal: ClassVar[Goal | str] = ""
     needs: ClassVar[frozenset[Capability]] = frozenset()
     optional: ClassVar[frozenset[Capability]] = frozenset()
     label_of: ClassVar[str] = "targets"
+    budget: ClassVar[tuple[str, ...]] = ()
 
     def run(self, view: ThreatView, *, seed: int) -> Outcome:
         """The prediction for ``view`` and its diagnostics: the hyperparameters are validated,
@@ -488,6 +492,8 @@ class ThreatView:
             to label for a ``label`` attack with ``label_of = "gallery"``.
         known_pairs: (plaintext, disguised) pairs of owner training images, disjoint from targets.
         oracle: disguises any plaintext the attacker chooses under the owner's key.
+        queries: the oracle's budget, in images over all requests (None: unlimited); the harness
+            refuses a request beyond it with a PluginError, and the attack keeps what it got.
         candidates: for the ``membership`` goal, plaintext images to score for having been in the
             owner's training set (half were, half were not, shuffled).
     """
@@ -504,6 +510,7 @@ class ThreatView:
     known_pairs: tuple[Data, Data] | None = None
     oracle: Callable[[Data], Data] | None = None
     candidates: Tensor | None = None
+    queries: int | None = None
 
     def require(self, capability: Capability | str) -> Any:
         value = getattr(self, capability)

@@ -27,12 +27,12 @@ from typing import Any
 
 import torch
 
-from disguisebench import baselines, sandbox, scoring
+from disguisebench import baselines, registry, sandbox, scoring
 from disguisebench.api import (
     DEFENSE, LEVELS, ORACLE, RECONSTRUCT, Attack, Data, Defense, PluginError, Splits, Task, device,
 )
 from disguisebench.cache import ModelCache, data_digest
-from disguisebench.plan import Plan, Spec, spec_hash
+from disguisebench.plan import Plan, Resources, Spec, points, spec_hash
 from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record, Store, derive_key
 from disguisebench.threat import (
     Scenario, attack_report, build_scenario, grants, level_sizes, view_fields,
@@ -89,8 +89,13 @@ class Job:
     key: str
     attack: Spec | None
     level: str | None
+    resources: Resources = Resources()
 
-def record_key(plan: Plan, cell: Cell, attack: Spec | None, level: str | None) -> str:
+def record_key(plan: Plan, cell: Cell, attack: Spec | None, level: str | None,
+               resources: Resources | None = None) -> str:
+    """The hash a record is stored under. Queries and compute enter it only when not their
+    defaults, so the records of a plan that sweeps nothing keep their keys."""
+    resources = resources or Resources(max(plan.known()))
     return spec_hash({
         "task": cell.task.canonical(),
         "defense": cell.defense.canonical(),
@@ -98,18 +103,38 @@ def record_key(plan: Plan, cell: Cell, attack: Spec | None, level: str | None) -
         "level": level,
         "seed": cell.seed,
         "n_targets": None if attack is None else plan.n_targets,
-        "n_known": plan.n_known if level in ("level-2", "level-3") else None,
+        "n_known": resources.n_known if level in ("level-2", "level-3") else None,
+        **resources.key_fields(),
     })
 
 def cells(plan: Plan) -> list[Cell]:
     return [Cell(t, d, s) for s in plan.seeds for t in plan.tasks for d in plan.defenses]
 
 def jobs(plan: Plan, cell: Cell) -> list[Job]:
+    """The utility record, then one job per (attack, level, resource point)."""
     out = [Job(record_key(plan, cell, None, None), None, None)]
     for attack in plan.attacks:
+        plugin = attack.build()
         for level in plan.levels:
-            out.append(Job(record_key(plan, cell, attack, level), attack, level))
+            for point in points(plan, level, plugin):
+                out.append(Job(record_key(plan, cell, attack, level, point), attack, level,
+                               point))
     return out
+
+def with_compute(spec: Spec, factor: float) -> Attack:
+    """The attack of ``spec`` with its ``budget`` hyperparameters multiplied by ``factor``
+    (integers rounded, to at least 1; a 0, which means "the task's default", stays 0)."""
+    attack: Attack = spec.build()
+    if factor == 1 or not attack.budget:
+        return attack
+    params = spec.param_dict()
+    for name in attack.budget:
+        value = params[name]
+        if isinstance(value, int) and not isinstance(value, bool):
+            params[name] = max(1, round(value * factor)) if value > 0 else 0
+        else:
+            params[name] = value * factor
+    return registry.create("attack", spec.name, params)
 
 @functools.cache
 def _git_commit() -> str | None:
@@ -355,12 +380,12 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
     # A task too small for the plan's sizes is reported once, by run(), before any training.
     scenarios: dict[tuple[int, int], Scenario | PluginError] = {}
     # An attack sees only what it declares, so levels that grant it nothing new share one run.
-    done: dict[tuple[Spec, frozenset[str], tuple[int, int]],
+    done: dict[tuple[Spec, frozenset[str], tuple[int, int], Resources],
                tuple[str, dict, str | None, float, dict]] = {}
     for job in attacks:
-        n_targets, n_known = level_sizes(len(splits.train), plan.n_targets, plan.n_known,
-                                         job.level)
-        sizes = {"n_targets": n_targets, "n_known": n_known}
+        n_targets, n_known = level_sizes(len(splits.train), plan.n_targets,
+                                         job.resources.n_known, job.level)
+        sizes = {"n_targets": n_targets, "n_known": n_known, **job.resources.key_fields()}
         if (n_targets, n_known) not in scenarios:
             try:
                 scenarios[n_targets, n_known] = build_scenario(
@@ -372,14 +397,18 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
         if isinstance(scenario, PluginError):
             record(job, FAILED, {}, sizes, job.attack.build().goal, _error(scenario))
             continue
-        attack: Attack = job.attack.build()
+        attack = with_compute(job.attack, job.resources.compute)
+        if job.resources.compute != 1 and attack.budget:  # what the multiplier made of it
+            sizes["budget"] = {name: getattr(attack, name) for name in attack.budget}
         level_caps = LEVELS[job.level]
         missing = attack.needs - level_caps
         if missing:
             record(job, NOT_APPLICABLE, {}, {"missing": sorted(missing), **sizes}, attack.goal)
             continue
         granted = grants(attack, job.level)
-        memo = (job.attack, granted, (n_targets, n_known))
+        # Runs at different resource points never share a result.
+        memo = (job.attack, granted, (n_targets, n_known),
+                dataclasses.replace(job.resources, n_known=n_known))
         if memo not in done:
             done[memo] = _sealed_attack(job, attack, granted, cell, salt=salt, seeds=seeds,
                                         task=task, defense=defense, splits=splits, owner=owner,
@@ -401,9 +430,11 @@ def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell
     seed = cell.attack_seed(job.attack, salt)
     try:
         outcome = sandbox.run_attack(
-            attack, view_fields(granted, attack, splits, model, scenario) | {"level": job.level},
+            attack, view_fields(granted, attack, splits, model, scenario)
+            | {"level": job.level, "queries": job.resources.queries if ORACLE in granted else None},
             seed=seed, task=task, defense=defense if DEFENSE in granted else None,
-            oracle=owner.host if ORACLE in granted else None, pool=splits.public,
+            oracle=owner.host if ORACLE in granted else None, queries=job.resources.queries,
+            pool=splits.public,
             protected=protected, threads=threads,
             chunk_seed=derive_seed(salt, cell.seed, "attack-chunks", job.key),
             epochs=task_epochs(task))

@@ -35,12 +35,23 @@ Intervals (95 %, see benchmark.stats):
 
 Ranks: complete entries with a privacy are ranked by it; entries whose privacy intervals
 overlap share a rank (``stats.shared_ranks``), shown as "=3".
+
+Resource sweeps (a plan whose ``n_known``, ``queries`` or ``compute`` is a list): a record's
+resource point is the known pairs it was granted (``meta["n_known"]`` at levels that grant
+pairs), its oracle query budget (``meta["queries"]``, absent: unlimited) and its compute
+multiplier (``meta["compute"]``, absent: 1). The board shows each attack at its largest point,
+the strongest attacker. Where a (task, level, defense) holds several values of a resource, its
+row also gets a :class:`Curve`: this level's privacy at each value (every attack at its largest
+point with that value; an attack that does not vary in it, at its largest point), never above
+its privacy at a smaller value (an attacker can ignore what it is given), and the cost to break, the smallest value at which privacy falls below ``BREAK``, with an interval from the
+same bootstrap resamples (the smallest breaking value in each resample).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from statistics import mean
@@ -49,15 +60,23 @@ from typing import Any
 import numpy as np
 
 from disguisebench import stats
-from disguisebench.api import LEVELS
+from disguisebench.api import KNOWN_PAIRS, LEVELS
 from disguisebench.stats import BOOTSTRAP_SEED, CONFIDENCE, RESAMPLES, Interval, pareto_front
 from disguisebench.store import FAILED, NOT_APPLICABLE, OK, REFUSED, Record
 
 # Record meta that describes one record rather than the software and machine that produced it.
 _PER_RECORD_META = frozenset({"wall_seconds", "granted", "missing", "artifact", "date"})
 
-__all__ = ["AttackResult", "Board", "CONFIDENCE", "Interval", "RESAMPLES", "Row", "aggregate",
-           "level_order", "pareto_front", "render_text", "spec_label"]
+# A defense is broken at a resource value once its privacy there falls below this.
+BREAK = 0.1
+# The resources a plan may sweep, in the order of a record's resource point, with their names
+# as a board says them.
+RESOURCES = ("n_known", "queries", "compute")
+RESOURCE_NAMES = {"n_known": "pairs", "queries": "queries", "compute": "compute"}
+
+__all__ = ["AttackResult", "BREAK", "Board", "CONFIDENCE", "Curve", "CurvePoint", "Interval",
+           "RESAMPLES", "RESOURCES", "Row", "aggregate", "level_order", "pareto_front",
+           "render_text", "resource_point", "spec_label"]
 
 
 def spec_label(kind: str, spec: dict) -> str:
@@ -115,6 +134,60 @@ class AttackResult:
 
 
 @dataclasses.dataclass
+class CurvePoint:
+    """This level's privacy at one value of a swept resource (None: unlimited queries): the
+    minimum over it and the smaller values, as over levels; ``own``, the value's own."""
+
+    value: float | None
+    privacy: float
+    interval: Interval | None
+    worst_attack: str | None
+    own: float | None = None
+
+
+@dataclasses.dataclass
+class Curve:
+    """Privacy against one resource, and the cost to break: the smallest value at which privacy
+    falls below ``BREAK`` (``broken`` False: it never did, "> max tried"), with the range of
+    that value over the bootstrap resamples as indices into ``points`` (``len(points)``: no
+    break in those resamples)."""
+
+    resource: str
+    points: list[CurvePoint]
+    broken: bool
+    cost: float | None
+    cost_interval: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return RESOURCE_NAMES.get(self.resource, self.resource)
+
+    def beyond(self) -> str:
+        """What "never broken" means here: "> 300", or "never" when unlimited was tried."""
+        last = self.points[-1].value
+        return "never" if last is None else f"> {last:g}"
+
+    def end_text(self, index: int) -> str:
+        """The value at ``index`` of the points, or "> max tried" past the last."""
+        return self.beyond() if index >= len(self.points) else _value_text(
+            self.points[index].value)
+
+    def cost_text(self) -> str:
+        """"pairs 30 [10, 100]", or "pairs > 300" when no value tried breaks it."""
+        text = f"{self.name} {_value_text(self.cost) if self.broken else self.beyond()}"
+        lo, hi = self.cost_interval
+        if lo != hi:
+            text += f" [{self.end_text(lo)}, {self.end_text(hi)}]"
+        return text
+
+
+def _value_text(value: float | None) -> str:
+    if value is None:
+        return "unlimited"
+    return f"{value:g}"
+
+
+@dataclasses.dataclass
 class Row:
     defense: str
     spec: dict
@@ -144,6 +217,7 @@ class Row:
     utility_seeds: int = 0
     rank: int | None = None  # None: incomplete or without privacy, so never ranked
     rank_shared: bool = False
+    curves: dict[str, Curve] = dataclasses.field(default_factory=dict)  # swept resource -> curve
 
     @property
     def rank_label(self) -> str:
@@ -162,6 +236,10 @@ class Board:
     def attack_labels(self) -> list[str]:
         """Every attack recorded on this board, in a stable order."""
         return sorted({a for row in self.rows for a in row.attacks})
+
+    def resources(self) -> list[str]:
+        """The resources some row of this board has a curve over, in ``RESOURCES`` order."""
+        return [r for r in RESOURCES if any(r in row.curves for row in self.rows)]
 
 
 @dataclasses.dataclass
@@ -322,6 +400,9 @@ class _Collected:
     levels: dict[str, set[str]] = dataclasses.field(default_factory=lambda: defaultdict(set))
     defenses: dict[str, set[str]] = dataclasses.field(default_factory=lambda: defaultdict(set))
     labels: dict[str, str] = dataclasses.field(default_factory=dict)  # attack key -> label
+    # points[cell][attack key][resource point] = its records, in the order they came
+    points: dict[tuple[str, str, str], dict[str, dict[tuple, list[Record]]]] = dataclasses.field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(lambda: defaultdict(list))))
 
     def add(self, rec: Record) -> None:
         t, d = _key(rec.task), _key(rec.defense)
@@ -339,9 +420,17 @@ class _Collected:
         cell = (t, rec.level, d)
         a = self._attack(cell, rec.attack)
         a.goal = a.goal or rec.goal
-        if rec.status in (OK, REFUSED):
-            self.cell_meta[cell].append(rec.meta)
-        a.add(rec)
+        self.points[cell][_key(rec.attack)][resource_point(rec)].append(rec)
+
+    def settle(self) -> None:
+        """Count each attack's records at its largest resource point (the only one, unless a
+        plan swept a resource)."""
+        for cell, attacks in self.points.items():
+            for key, by_point in attacks.items():
+                for rec in by_point[max(by_point, key=_point_order)]:
+                    if rec.status in (OK, REFUSED):
+                        self.cell_meta[cell].append(rec.meta)
+                    self.cells[cell][key].add(rec)
 
     def _attack(self, cell: tuple[str, str, str], spec: dict) -> _Attack:
         """The cell's entry for the attack ``spec``, made on its first record."""
@@ -359,11 +448,24 @@ class _Collected:
         return a
 
 
+def resource_point(rec: Record) -> tuple[int | None, int | None, float]:
+    """What an attack record's attacker was given: known pairs (None at a level that grants
+    none), oracle queries (None: unlimited) and the compute multiplier."""
+    pairs = rec.meta.get("n_known") if KNOWN_PAIRS in LEVELS.get(rec.level, ()) else None
+    return pairs, rec.meta.get("queries"), float(rec.meta.get("compute", 1))
+
+
+def _point_order(point: tuple) -> tuple:
+    """Sort key of resource points and values: more of everything later, unlimited last."""
+    return tuple(math.inf if v is None else v for v in point)
+
+
 def aggregate(records: Iterable[Record], *, resamples: int = RESAMPLES) -> list[Board]:
     """Boards of rows, each row one defense with its utility, privacy and every attack."""
     found = _Collected()
     for rec in records:
         found.add(rec)
+    found.settle()
     boards = []
     for t in sorted(found.levels, key=lambda k: (spec_label("task", found.specs[k]), k)):
         boards += _task_boards(found, t, resamples)
@@ -391,7 +493,10 @@ def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: 
     """One defense's row at each level of ``order``: privacy at a level is the minimum over it
     and the levels below, and the entry is incomplete once an attack failed at or below it."""
     seeds = sorted({s for lv in order for a in found.cells.get((t, lv, d), {}).values()
-                    for s in a.scored()})
+                    for s in a.scored()}
+                   | {r.seed for lv in order for by_point in found.points.get((t, lv, d), {})
+                      .values() for recs in by_point.values() for r in recs
+                      if r.status in (OK, REFUSED)})
     draws = stats.Draws(seeds, resamples)
     # The minimum over levels so far: what an attacker who ignores knowledge achieves.
     low: _Level | None = None
@@ -408,6 +513,7 @@ def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: 
                 low, low_level = level, lv
             low_draws = level.draws if low_draws is None else np.minimum(low_draws, level.draws)
         row = _row(found.specs[d], level, utility, found.accuracy[t][d])
+        row.curves = _curves(found, (t, lv, d), draws)
         if (t, lv, d) in found.cells and low is not None:
             _set_privacy(row, low, low_level, low_draws, lv)
         row.complete = complete
@@ -422,6 +528,65 @@ def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: 
                                        set(found.accuracy[t][d]) | set(used))
         rows.append(row)
     return rows
+
+
+def _curves(found: _Collected, cell: tuple[str, str, str], draws: stats.Draws
+            ) -> dict[str, Curve]:
+    """The curve of each resource that takes several values in ``cell``."""
+    attacks = found.points.get(cell, {})
+    out = {}
+    for i, resource in enumerate(RESOURCES):
+        values = sorted({p[i] for by_point in attacks.values() for p in by_point},
+                        key=lambda v: _point_order((v,)))
+        if len(values) > 1:
+            curve = _curve(found, cell, i, values, draws)
+            if curve is not None:
+                out[resource] = curve
+    return out
+
+
+def _curve(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
+           draws: stats.Draws) -> Curve | None:
+    """Privacy at each value of resource ``i`` and the cost to break (see the module's doc).
+    As over levels, privacy at a value is never above that at a smaller one (an attacker can
+    ignore what it is given); ``own`` keeps the value's own."""
+    points, low, low_draws, broke = [], None, None, []
+    for value, level in _value_levels(found, cell, i, values, draws):
+        if low is None or level.privacy <= low.privacy:
+            low = level
+        low_draws = level.draws if low_draws is None else np.minimum(low_draws, level.draws)
+        points.append(CurvePoint(value, low.privacy, stats.percentile_interval(low_draws),
+                                 low.worst, level.privacy))
+        broke.append(low_draws < BREAK)
+    if not points:
+        return None
+    first = [p.value for p in points if p.privacy < BREAK]
+    # Each resample's cost: the index of its first breaking value; len(points): none broke it.
+    index = np.where(np.any(broke, axis=0), np.argmax(broke, axis=0), len(points))
+    tail = 100 * (1 - stats.CONFIDENCE) / 2
+    lo, hi = (int(v) for v in np.percentile(index, [tail, 100 - tail], method="nearest"))
+    return Curve(RESOURCES[i], points, bool(first), first[0] if first else None, (lo, hi))
+
+
+def _value_levels(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
+                  draws: stats.Draws) -> list[tuple[Any, _Level]]:
+    """Each value of resource ``i`` that some attack scored at, with that value's level: every
+    attack at its largest point with the value (one that does not vary in it, at its largest)."""
+    out = []
+    for value in values:
+        collected = {}
+        for key, by_point in found.points[cell].items():
+            varies = len({p[i] for p in by_point}) > 1
+            here = [p for p in by_point if p[i] == value] if varies else list(by_point)
+            if here:
+                a = collected[key] = _Attack(spec=found.cells[cell][key].spec,
+                                             label=found.labels[key])
+                for rec in by_point[max(here, key=_point_order)]:
+                    a.add(rec)
+        level = _level(collected, draws)
+        if level.privacy is not None:
+            out.append((value, level))
+    return out
 
 
 def _set_privacy(row: Row, low: _Level, low_level: str, low_draws: np.ndarray,
@@ -523,20 +688,31 @@ def render_text(boards: list[Board]) -> str:
 
     parts = []
     for board in boards:
+        swept = board.resources()
         table = [[r.rank_label or "-", "*" if r.pareto else "", r.defense,
                   _fmt(r.accuracy, r.accuracy_interval), _fmt(r.utility, r.utility_interval),
                   _fmt(r.privacy, r.privacy_interval, bound=not r.complete), r.seeds,
                   worst_text(r, board.level), r.refused or "", r.failed or "",
-                  r.not_applicable or ""]
+                  r.not_applicable or ""] + ([cost_text(r)] if swept else [])
                  for r in board.rows]
         parts.append(f"{board.task} / {board.level}\n" + tabulate(
             table, headers=["#", "", "defense", "accuracy", "utility", "privacy", "seeds",
-                            "worst attack (advantage)", "refused", "failed", "n/a"],
+                            "worst attack (advantage)", "refused", "failed", "n/a"]
+            + ([f"to break (privacy < {BREAK:g})"] if swept else []),
             disable_numparse=True))
     if not parts:
         return "no results yet"
+    sweeps = any(board.resources() for board in boards)
     return "\n\n".join(parts) + (
         f"\n\n* on the Pareto front of privacy and utility; [..] {CONFIDENCE:.0%} intervals over "
         "seeds and targets; =k: a rank shared with entries whose privacy intervals overlap; "
         "≤: incomplete (an attack failed), privacy is an upper bound and not ranked; privacy "
-        "at a level is the minimum over it and the levels below")
+        "at a level is the minimum over it and the levels below") + (
+        f"; to break: the smallest resource tried at which this level's privacy falls below "
+        f"{BREAK:g} (attacks at their largest point otherwise; the board shows the largest), "
+        "[..] its range over the resamples" if sweeps else "")
+
+
+def cost_text(row: Row) -> str:
+    """A row's costs to break, one per swept resource; "-" without a curve."""
+    return "; ".join(curve.cost_text() for curve in row.curves.values()) or "-"

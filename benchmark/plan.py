@@ -6,6 +6,8 @@ A plan file looks like::
     seeds: [0]
     n_targets: 100          # disguised training images attacked per cell
     n_known: 100            # known (plaintext, disguised) pairs granted at level 2 and above
+    queries: null           # the level-3 oracle's query budget (null: unlimited)
+    compute: 1              # multiplies the compute budget of attacks that declare one
     levels: [level-1, level-2, level-3]
     tasks: [mnist]
     defenses:
@@ -18,6 +20,13 @@ Each plugin entry is a registry name, or a one-key mapping from the name to its 
 parameter whose value is a list is a sweep; the cross product of all swept parameters expands
 into one spec each. Wrap a literal list parameter as ``{value: [...]}``. ``attacks: all`` (or
 ``defenses: all``) names every registered plugin of that kind with its defaults.
+
+``n_known``, ``queries`` and ``compute`` are what the attacker is given; a list sweeps it
+(``n_known: [1, 10, 100]``, ``queries: [10, 100, null]``). A resource multiplies only the jobs
+where it matters (:func:`points`): pairs at levels granting known pairs, queries where the
+oracle is granted, compute for attacks whose class names its ``budget`` hyperparameters.
+``n_known`` may also be given per level, ``{level-2: [1, 10, 100], level-3: 1}``, so that
+level 3 sweeps queries at a fixed number of pairs instead of crossing both.
 """
 
 from __future__ import annotations
@@ -34,9 +43,10 @@ from typing import Any
 import yaml
 
 from disguisebench import registry
-from disguisebench.api import LEVELS, PluginError
+from disguisebench.api import KNOWN_PAIRS, LEVELS, ORACLE, PluginError
 
-TOP_LEVEL_KEYS = ("name", "seeds", "n_targets", "n_known", "levels", "tasks", "defenses", "attacks")
+TOP_LEVEL_KEYS = ("name", "seeds", "n_targets", "n_known", "queries", "compute", "levels", "tasks",
+                  "defenses", "attacks")
 # Plans are package data: plans/ in a checkout, disguisebench/plans/ when installed.
 DEFAULT_PLAN = Path(str(resources.files("disguisebench.plans").joinpath("default.yaml")))
 
@@ -88,10 +98,76 @@ class Plan:
     levels: tuple[str, ...]
     seeds: tuple[int, ...]
     n_targets: int = 100
-    n_known: int = 100
+    # A tuple of counts sweeps; a tuple of (level, count or counts) gives them per level.
+    n_known: int | tuple = 100
+    queries: int | None | tuple[int | None, ...] = None  # None: unlimited
+    compute: float | tuple[float, ...] = 1
 
     def digest(self) -> str:
-        return spec_hash(dataclasses.asdict(self))
+        fields = dataclasses.asdict(self)
+        # A plan that leaves the new resources at their defaults keeps the digest it had.
+        for key, default in (("queries", None), ("compute", 1)):
+            if fields[key] == default:
+                del fields[key]
+        return spec_hash(fields)
+
+    def sweeps(self) -> bool:
+        """Whether any resource takes more than one value."""
+        return len(set(self.known())) > 1 or any(
+            len(values(v)) > 1 for v in (self.queries, self.compute))
+
+    def known(self, level: str | None = None) -> tuple[int, ...]:
+        """The known-pair counts run at ``level`` (every count of the plan when None)."""
+        if not _per_level(self.n_known):
+            return values(self.n_known)
+        per_level = dict(self.n_known)
+        if level is not None and level in per_level:
+            return values(per_level[level])
+        return tuple(v for counts in per_level.values() for v in values(counts))
+
+
+@dataclasses.dataclass(frozen=True)
+class Resources:
+    """What one attack job is given: known pairs, oracle queries (None: unlimited) and the
+    multiplier of its compute budget."""
+
+    n_known: int = 100
+    queries: int | None = None
+    compute: float = 1
+
+    def key_fields(self) -> dict[str, Any]:
+        """The non-default queries and compute, as a record key and its meta hold them."""
+        out: dict[str, Any] = {}
+        if self.queries is not None:
+            out["queries"] = self.queries
+        if self.compute != 1:
+            out["compute"] = float(self.compute)
+        return out
+
+
+def _per_level(value: Any) -> bool:
+    """Whether ``n_known`` is given per level, as (level, count or counts) pairs."""
+    return isinstance(value, tuple) and bool(value) and isinstance(value[0], tuple)
+
+
+def values(value: Any) -> tuple:
+    """A resource's values: the swept tuple, or its one value."""
+    return value if isinstance(value, tuple) else (value,)
+
+
+def points(plan: Plan, level: str, attack: Any) -> list[Resources]:
+    """The resource points ``attack`` (an Attack) is run with at ``level``: each swept resource
+    only where it matters (pairs and queries where the attack is granted them, compute for an
+    attack with ``budget`` hyperparameters); elsewhere the largest count of pairs (the level's,
+    or the plan's at a level without pairs: its scenario is drawn with them), unlimited queries
+    and compute 1."""
+    grants, uses = LEVELS[level], attack.needs | attack.optional
+    counts = plan.known(level) if KNOWN_PAIRS in grants else (max(plan.known()),)
+    known = counts if KNOWN_PAIRS in grants and KNOWN_PAIRS in uses else (max(counts),)
+    oracle = ORACLE in grants and ORACLE in uses
+    queries = values(plan.queries) if oracle else (None,)
+    compute = values(plan.compute) if attack.budget else (1,)
+    return [Resources(k, q, c) for k, q, c in itertools.product(known, queries, compute)]
 
 
 def spec_hash(obj: Any) -> str:
@@ -152,6 +228,53 @@ def _int_list(value: Any, key: str, where: str) -> tuple[int, ...]:
     return tuple(values)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _sweep(raw: dict, key: str, default: Any, valid: Any, expected: str, where: str) -> Any:
+    """A resource: one value, or a list of distinct values (a tuple) that sweeps it."""
+    value = raw.get(key, default)
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(valid(v) for v in values):
+        raise PlanError(f"{where}: {key}={value!r}: expected {expected}, or a non-empty list of "
+                        "them")
+    if len(set(values)) != len(values):
+        raise PlanError(f"{where}: {key}={value!r} lists a value twice")
+    return tuple(values) if isinstance(value, list) else value
+
+
+def _known(raw: dict, where: str) -> Any:
+    """``n_known``: a count, a list of counts, or either per level that grants known pairs."""
+    def valid(v: Any) -> bool:
+        return _is_int(v) and v >= 0
+
+    value = raw.get("n_known", 100)
+    if not isinstance(value, dict):
+        return _sweep(raw, "n_known", 100, valid, "integers >= 0", where)
+    granting = [lv for lv in LEVELS if KNOWN_PAIRS in LEVELS[lv]]
+    if not value or any(level not in granting for level in value):
+        raise PlanError(f"{where}: n_known={value!r}: expected a count or a list of counts per "
+                        f"level, levels among {', '.join(granting)}")
+    return tuple((str(level), _sweep(value, level, None, valid, "integers >= 0",
+                                     f"{where}: n_known"))
+                 for level in sorted(value))
+
+
+def _resources(raw: dict, where: str) -> dict[str, Any]:
+    """``n_known``, ``queries`` and ``compute`` of a raw plan, validated."""
+    import math
+
+    return {
+        "n_known": _known(raw, where),
+        "queries": _sweep(raw, "queries", None, lambda v: v is None or (_is_int(v) and v >= 0),
+                          "integers >= 0 or null (unlimited)", where),
+        "compute": _sweep(raw, "compute", 1, lambda v: isinstance(v, (int, float))
+                          and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                          "numbers > 0", where),
+    }
+
+
 def from_dict(raw: Any, *, where: str = "plan") -> Plan:
     if not isinstance(raw, dict) or not raw:
         raise PlanError(f"{where}: empty plan; expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
@@ -167,12 +290,10 @@ def from_dict(raw: Any, *, where: str = "plan") -> Plan:
     for level in levels:
         if level not in LEVELS:
             raise PlanError(f"{where}: unknown level {level!r}; expected one of {', '.join(LEVELS)}")
-    counts = {}
-    for key, default, low in (("n_targets", 100, 1), ("n_known", 100, 0)):
-        value = raw.get(key, default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise PlanError(f"{where}: {key} must be an integer >= {low}, got {value!r}")
-        counts[key] = value
+    value = raw.get("n_targets", 100)
+    if not _is_int(value) or value < 1:
+        raise PlanError(f"{where}: n_targets must be an integer >= 1, got {value!r}")
+    counts = {"n_targets": value, **_resources(raw, where)}
     defenses = _specs("defense", raw.get("defenses"), where)
     # Utility is a ratio to the undisguised model, so every plan trains the `none` defense.
     if not any(spec.name == "none" for spec in defenses):
@@ -214,10 +335,17 @@ def read_raw(path: Path) -> Any:
 
 def override(plan: Plan, **lists: str | None) -> Plan:
     """Replace the plan's tasks, defenses, attacks, levels or seeds with comma-separated lists."""
+    def plain(value: Any) -> Any:
+        if _per_level(value):
+            return {level: plain(v) for level, v in value}
+        return list(value) if isinstance(value, tuple) else value
+
     raw: dict[str, Any] = {
         "name": plan.name,
         "n_targets": plan.n_targets,
-        "n_known": plan.n_known,
+        "n_known": plain(plan.n_known),
+        "queries": plain(plan.queries),
+        "compute": plain(plan.compute),
         "levels": list(plan.levels),
         "seeds": list(plan.seeds),
     }

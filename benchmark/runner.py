@@ -50,13 +50,14 @@ def preflight(plan: Plan, work: list[tuple[Cell, list[Job]]], salt: bytes) -> No
             continue
         seen.add(key)
         n_train = len(cell.task.build().load(seed=cell.seeds(salt)["data"]).train)
+        n_known = max(plan.known())  # the largest point of a sweep
         levels = [lv for lv in plan.levels if level_sizes(
-            n_train, plan.n_targets, plan.n_known, lv) != (plan.n_targets, plan.n_known)]
+            n_train, plan.n_targets, n_known, lv) != (plan.n_targets, n_known)]
         if plan.attacks and levels:
             used = "; ".join(f"{lv}: n_targets={t}, n_known={k}" for lv, (t, k) in (
-                (lv, level_sizes(n_train, plan.n_targets, plan.n_known, lv)) for lv in levels))
+                (lv, level_sizes(n_train, plan.n_targets, n_known, lv)) for lv in levels))
             log.warning("%s has %d training images, too few for n_targets=%d and n_known=%d; "
-                        "using %s", cell.task, n_train, plan.n_targets, plan.n_known, used)
+                        "using %s", cell.task, n_train, plan.n_targets, n_known, used)
 
 def describe(cell: Cell, job: Job) -> str:
     """What producing ``job`` means, short enough for the progress bar's line."""

@@ -66,6 +66,10 @@ class DefenseFault(PluginError):
     """The defense raised, or answered with invalid output, while the harness or an attack used it."""
 
 
+class QueryBudgetExceeded(PluginError):
+    """An oracle request beyond the plan's query budget, refused to the attack."""
+
+
 class PluginUnavailable(PluginError):
     """A plugin could not be rebuilt in its own process (not importable, or its __init__ raised)."""
 
@@ -520,6 +524,8 @@ class _Channel:
         status, value = receive_copy(self.conn)
         if status == "fault":
             raise DefenseFault(value)
+        if status == "refused":
+            raise PluginError(value)
         return value
 
 
@@ -667,8 +673,9 @@ class _AttackServer:
 
     def __init__(self, *, task: Any, defense: Defense | None, oracle: DefenseHost | None,
                  pool: Data, protected: list[str], threads: int, chunk_seed: int,
-                 epochs: int) -> None:
+                 epochs: int, budget: int | None = None) -> None:
         self.task, self.defense, self.oracle, self.pool = task, defense, oracle, pool
+        self.budget = budget  # oracle queries the attack may make; None: unlimited
         self.protected, self.threads, self.epochs = protected, threads, epochs
         self.hosts: dict[int, DefenseHost] = {}
         self.counter = iter(range(1, 1 << 62))
@@ -677,13 +684,17 @@ class _AttackServer:
         self.queries = 0
 
     def serve(self, op: str, kwargs: dict[str, Any]) -> Any:
+        data = kwargs.get("data")
+        if op in ("oracle", "call") and isinstance(data, Data) and len(data) == 0:
+            # The attack's mistake, refused here: the defense must not be blamed for it.
+            raise PluginError(f"an attack's {op} request holds no images; ask for at least one")
         if op == "train":
             return _train_for_attack(type(self.task), kwargs)
         if op == "oracle":
             if self.oracle is None:
                 raise PluginError("the oracle was not granted")
             data = kwargs["data"]
-            self.queries += len(data)
+            self._spend(len(data))
             return self.oracle.transform(Data(data.x, data.y))
         if self.defense is None:
             raise PluginError("the defense was not granted")
@@ -697,6 +708,15 @@ class _AttackServer:
         if op == "call":
             return self._call(kwargs)
         raise SandboxError(f"unknown request {op!r}")
+
+    def _spend(self, n: int) -> None:
+        """Count ``n`` oracle queries, or refuse the whole request when it would exceed the
+        budget (the harness enforces the budget; the attack may go on with what it got)."""
+        if self.budget is not None and self.queries + n > self.budget:
+            raise QueryBudgetExceeded(
+                f"oracle query budget: {n} images asked, {self.budget - self.queries} of "
+                f"{self.budget} queries left; ask for at most that many")
+        self.queries += n
 
     def _new(self, kwargs: dict[str, Any]) -> int:
         if len(self.hosts) >= MAX_HOSTS:
@@ -733,12 +753,13 @@ class _AttackServer:
 def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
                defense: Defense | None, oracle: DefenseHost | None, pool: Data,
                protected: list[str], threads: int, chunk_seed: int,
-               epochs: int = 1) -> AttackOutcome:
+               epochs: int = 1, queries: int | None = None) -> AttackOutcome:
     """Run ``attack`` sealed: ``view`` holds the granted tensors and model, copied into its process.
 
     ``defense`` is the unfitted spec-built defense (its class and hyperparameters travel); clones the
-    attack fits become defense hosts; ``oracle`` is the owner's host. A defense fault during the
-    attack is remembered as the defense's refusal, whatever the attack does with it.
+    attack fits become defense hosts; ``oracle`` is the owner's host, answering at most
+    ``queries`` images in all (None: unlimited). A defense fault during the attack is remembered
+    as the defense's refusal, whatever the attack does with it.
     """
     payload = {
         "attack_cls": type(attack), "attack_params": attack.get_params(),
@@ -751,7 +772,7 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
     proc, conn = _start(_attack_main, (payload,))
     server = _AttackServer(task=task, defense=defense, oracle=oracle, pool=pool,
                            protected=protected, threads=threads, chunk_seed=chunk_seed,
-                           epochs=epochs)
+                           epochs=epochs, budget=queries)
     try:
         while True:
             try:
@@ -768,8 +789,8 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
                 except DefenseFault as err:
                     server.refusal = server.refusal or str(err)
                     send_copy(conn, ("fault", str(err)))
-                except PluginError as err:
-                    send_copy(conn, ("fault", str(err)))
+                except PluginError as err:  # refused by the harness, not the defense's fault
+                    send_copy(conn, ("refused", str(err)))
             elif kind == "done":
                 _, prediction, report = message
                 return AttackOutcome(prediction, report, None, server.refusal, server.queries)

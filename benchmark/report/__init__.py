@@ -3,6 +3,7 @@
     entries/<task>/<level>/<defense>.json   one entry per (task, level, defense)
     README.md                               one table per board
     plots/<task>/<level>.png                privacy against utility, the Pareto front marked
+    plots/<task>/<level>-curves.png         privacy against swept resources (sweeps only)
     gallery/<task>/<level>.png              original, disguised and reconstructed targets
     index.html                              the boards as sortable tables, plots and galleries
 
@@ -16,7 +17,7 @@ folder). Names with an underscore are private to this package; the modules share
 """
 
 from disguisebench.report.entries import SCHEMA_VERSION, entry, slug
-from disguisebench.report.figures import GALLERY_SHOW, gallery_board, plot_board
+from disguisebench.report.figures import GALLERY_SHOW, gallery_board, plot_board, plot_curves
 from disguisebench.report.folder import regenerate_command, shipped_plans, write, write_from_store
 from disguisebench.report.page import REGENERATE, rules
 
@@ -25,5 +26,5 @@ from disguisebench.report.entries import board_paths
 from disguisebench.report.tables import attack_cell, markdown_table, row_cells
 
 __all__ = ["GALLERY_SHOW", "REGENERATE", "SCHEMA_VERSION", "attack_cell", "board_paths", "entry",
-           "gallery_board", "markdown_table", "plot_board", "regenerate_command", "row_cells",
-           "rules", "shipped_plans", "slug", "write", "write_from_store"]
+           "gallery_board", "markdown_table", "plot_board", "plot_curves", "regenerate_command",
+           "row_cells", "rules", "shipped_plans", "slug", "write", "write_from_store"]

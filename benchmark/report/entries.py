@@ -7,7 +7,9 @@ import json
 import re
 from typing import Any
 
-from disguisebench.leaderboard import CONFIDENCE, RESAMPLES, AttackResult, Board, Interval, Row
+from disguisebench.leaderboard import (
+    BREAK, CONFIDENCE, RESAMPLES, AttackResult, Board, Curve, Interval, Row,
+)
 
 SCHEMA_VERSION = 1
 
@@ -17,6 +19,14 @@ _PRIVACY_METHOD = (f"{CONFIDENCE:.0%} percentile bootstrap ({RESAMPLES} resample
                    "attack per resample, then the minimum over this level and the levels below; "
                    "a seed whose hits are all or none is drawn from the Jeffreys posterior "
                    "Beta(k+1/2, n-k+1/2) instead, so 100 of 100 never gives [1.00, 1.00]")
+_CURVE_METHOD = ("this level's privacy (1 - the worst attack's advantage) at each value of the "
+                 "resource, every attack at its largest point with that value, and never above "
+                 "the privacy at a smaller value (this_value: the value's own); to_break: the "
+                 f"smallest value with privacy below {BREAK:g} (null with broken false: no "
+                 f"value tried; a null value in points: unlimited queries), its interval the "
+                 f"{CONFIDENCE:.0%} range of that value over the privacy bootstrap's resamples, "
+                 "as indices into points (the number of points: not broken in those resamples) "
+                 "and as text")
 _UTILITY_METHOD = (f"{CONFIDENCE:.0%} interval from Jeffreys Beta(k+1/2, n-k+1/2) draws of each "
                    "seed's test accuracy, seeds resampled as for privacy (utility: divided by "
                    "the none model's draw of the same seed first)")
@@ -50,6 +60,11 @@ class _Paths:
     @property
     def gallery(self) -> str:
         return f"gallery/{self.task}/{self.level}.png"
+
+    @property
+    def curves(self) -> str:
+        """Privacy against the swept resources (boards of plans with sweeps only)."""
+        return f"plots/{self.task}/{self.level}-curves.png"
 
 
 def board_paths(board: Board) -> _Paths:
@@ -86,10 +101,26 @@ def _attack_json(result: AttackResult) -> dict[str, Any]:
     }
 
 
-def entry(board: Board, row: Row) -> dict[str, Any]:
-    """The JSON leaderboard entry of one (task, level, defense): numbers as JSON numbers."""
-    worst = row.attacks.get(row.worst_attack) if row.worst_attack else None
+def _curve_json(curve: Curve) -> dict[str, Any]:
     return {
+        "name": curve.name,
+        "points": [{"value": p.value, "privacy": _number(p.privacy),
+                    "interval": _interval(p.interval), "worst_attack": p.worst_attack,
+                    "this_value": _number(p.own)}
+                   for p in curve.points],
+        "to_break": {"below": BREAK, "value": curve.cost, "broken": curve.broken,
+                     "interval_index": list(curve.cost_interval),
+                     "interval": [curve.end_text(j) for j in curve.cost_interval],
+                     "text": curve.cost_text()},
+        "method": _CURVE_METHOD,
+    }
+
+
+def entry(board: Board, row: Row) -> dict[str, Any]:
+    """The JSON leaderboard entry of one (task, level, defense): numbers as JSON numbers; with
+    ``curves`` (resource -> privacy at each value, cost to break) where a resource was swept."""
+    worst = row.attacks.get(row.worst_attack) if row.worst_attack else None
+    out = {
         "schema": SCHEMA_VERSION,
         "task": {"label": board.task, "spec": board.task_spec},
         "level": board.level,
@@ -128,6 +159,9 @@ def entry(board: Board, row: Row) -> dict[str, Any]:
         "notes": row.notes,
         "manifest": row.manifest,
     }
+    if row.curves:
+        out["curves"] = {resource: _curve_json(c) for resource, c in row.curves.items()}
+    return out
 
 
 def _dump(obj: Any) -> str:

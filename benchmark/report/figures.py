@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from disguisebench.leaderboard import Board, Row
+from disguisebench.leaderboard import BREAK, Board, Curve, Row
 
 log = logging.getLogger("disguisebench")
 
@@ -63,6 +63,54 @@ def plot_board(board: Board, path: Path) -> None:
     ax.grid(alpha=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})
+
+
+def plot_curves(board: Board, path: Path) -> None:
+    """Privacy against each swept resource, one panel per resource and one line per defense,
+    intervals shaded, the break threshold dashed. Unlimited queries sit one step past the
+    largest budget tried."""
+    resources = board.resources()
+    fig = _figure(5.2 * len(resources), 4.2)
+    for i, resource in enumerate(resources):
+        ax = fig.add_subplot(1, len(resources), i + 1)
+        curves = [(row.defense, row.curves[resource]) for row in board.rows
+                  if resource in row.curves]
+        for name, curve in curves:
+            xs = _positions(curve)
+            ys = [p.privacy for p in curve.points]
+            line, = ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=name)
+            lo = [p.interval[0] if p.interval else p.privacy for p in curve.points]
+            hi = [p.interval[1] if p.interval else p.privacy for p in curve.points]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+        ax.axhline(BREAK, color="0.4", linestyle="--", linewidth=0.8)
+        if all(x > 0 for _, c in curves for x in _positions(c)):
+            ax.set_xscale("log")
+        # A tick at every value tried, the unlimited budget marked ∞.
+        ticks = {x: "∞" if p.value is None else f"{p.value:g}"
+                 for _, c in curves for x, p in zip(_positions(c), c.points)}
+        ax.set_xticks(sorted(ticks), [ticks[x] for x in sorted(ticks)])
+        ax.minorticks_off()
+        ax.set_ylim(-0.04, 1.04)
+        ax.set_xlabel(_axis_label(curves[0][1]))
+        ax.set_ylabel("privacy at this level")
+        ax.set_title(f"{board.task} / {board.level}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+
+
+def _positions(curve: Curve) -> list[float]:
+    """The x of each point; an unlimited budget (None) one factor of ten past the largest."""
+    finite = [p.value for p in curve.points if p.value is not None]
+    beyond = 10 * max(finite) if finite and max(finite) > 0 else 1.0
+    return [beyond if p.value is None else float(p.value) for p in curve.points]
+
+
+def _axis_label(curve: Curve) -> str:
+    return {"pairs": "known (plaintext, disguised) pairs",
+            "queries": "oracle queries (∞: unlimited)",
+            "compute": "compute budget multiplier"}.get(curve.name, curve.name)
 
 
 def _display(image: np.ndarray, *, rescale: bool = False) -> np.ndarray:

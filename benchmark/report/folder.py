@@ -7,7 +7,7 @@ from pathlib import Path
 
 from disguisebench.leaderboard import Board, aggregate
 from disguisebench.report.entries import _dump, board_paths, entry
-from disguisebench.report.figures import gallery_board, plot_board
+from disguisebench.report.figures import gallery_board, plot_board, plot_curves
 from disguisebench.report.page import REGENERATE, _html, _readme
 from disguisebench.store import Record, Store
 
@@ -34,6 +34,9 @@ def write(boards: list[Board], out: str | Path, *, artifacts: Path | None = None
             written.append(target)
         plot_board(board, out / p.plot)
         written.append(out / p.plot)
+        if board.resources():
+            plot_curves(board, out / p.curves)
+            written.append(out / p.curves)
         has_gallery = gallery_board(board, artifacts, out / p.gallery)
         if has_gallery:
             written.append(out / p.gallery)

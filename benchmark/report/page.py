@@ -77,6 +77,9 @@ def _readme(boards: list[Board], paths: list[_Paths], galleries: list[bool], n_r
     for board, p, has_gallery in zip(boards, paths, galleries):
         parts += [f"## {board.task} / {board.level}", "", markdown_table(board, p), "",
                   f"![privacy against utility, {board.task} / {board.level}]({p.plot})", ""]
+        if board.resources():
+            parts += [f"![privacy against resources, {board.task} / {board.level}]"
+                      f"({p.curves})", ""]
         if has_gallery:
             parts += [f"![gallery, {board.task} / {board.level}]({p.gallery})", ""]
         else:
@@ -111,6 +114,7 @@ def _html(boards: list[Board], paths: list[_Paths], galleries: list[bool],
         views.append({
             "id": f"board-{i + 1}", "task": board.task, "level": board.level,
             "columns": _columns(board), "attacks": attacks, "rows": rows, "plot": p.plot,
+            "curves": p.curves if board.resources() else None,
             "gallery": p.gallery if has_gallery else None,
         })
     return env.get_template("leaderboard.html.j2").render(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from disguisebench.leaderboard import AttackResult, Board, Interval, Row, worst_text
+from disguisebench.leaderboard import (
+    BREAK, AttackResult, Board, Interval, Row, cost_text, worst_text,
+)
 from disguisebench.report.entries import _Paths
 
 
@@ -75,7 +77,10 @@ def _columns(board: Board) -> list[tuple[str, str, str]]:
         ("failed", "number", "attack records whose own code raised; the entry is incomplete"),
         ("n/a", "number", "attack records needing more than this level grants or than the "
                           "defense has"),
-    ]
+    ] + ([("to break", "number", f"the smallest resource tried (known pairs, oracle queries, "
+                               f"compute) at which this level's privacy falls below {BREAK:g}; "
+                               "[..] its range over the bootstrap resamples")]
+         if board.resources() else [])
 
 
 def row_cells(board: Board, row: Row, attacks: list[str] | None = None) -> list[_Cell]:
@@ -99,7 +104,14 @@ def row_cells(board: Board, row: Row, attacks: list[str] | None = None) -> list[
         _Cell(str(row.refused) if row.refused else "", row.refused),
         _Cell(str(row.failed) if row.failed else "", row.failed),
         _Cell(str(row.not_applicable) if row.not_applicable else "", row.not_applicable),
-    ]
+    ] + ([_cost_cell(row)] if board.resources() else [])
+
+
+def _cost_cell(row: Row) -> _Cell:
+    """The costs to break of a row with curves, sorted by the first one (unbroken last)."""
+    first = next(iter(row.curves.values()), None)
+    value = None if first is None or not first.broken else first.cost
+    return _Cell(cost_text(row), value)
 
 
 def _md(text: str) -> str:
