@@ -688,6 +688,49 @@ class _AttackServer:
         if op in ("oracle", "call") and isinstance(data, Data) and len(data) == 0:
             # The attack's mistake, refused here: the defense must not be blamed for it.
             raise PluginError(f"an attack's {op} request holds no images; ask for at least one")
+        try:
+            return self._serve(op, kwargs)
+        except DefenseFault as err:
+            unlike = self._unlike_owner(op, kwargs)
+            if unlike is None:
+                raise
+            # A defense need only handle what an owner gives it; an attack cannot manufacture
+            # a break by feeding it something else.
+            raise PluginError(f"{err} (not counted as the defense's refusal: the request held "
+                              f"{unlike}, which no owner sends)") from None
+
+    def _unlike_owner(self, op: str, kwargs: dict[str, Any]) -> str | None:
+        """How a request differs from anything the owner asks of a defense, or None when it
+        does not: images of the task's shape, float32, finite, in [0, 1], with no labels or the
+        task's kind of labels. An inverse on a clone is never the owner's."""
+        if op == "call" and kwargs.get("method") == "inverse":
+            return "an inverse"
+        data = kwargs.get("data")
+        if data is None:
+            return None
+        if not isinstance(data, Data):
+            return f"a {type(data).__name__}, not Data"
+        x = data.x
+        if x.dtype != torch.float32 or tuple(x.shape[1:]) != tuple(self.pool.image_shape):
+            return f"images of dtype {x.dtype} and shape {tuple(x.shape[1:])}"
+        if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
+            return "pixel values outside [0, 1]"
+        return None if data.y is None else self._unlike_labels(data.y)
+
+    def _unlike_labels(self, y: torch.Tensor) -> str | None:
+        classes = None
+        if self.pool.y is not None and len(self.pool):
+            classes = int(self.pool.hard_labels().max()) + 1
+        if y.dim() == 1 and not y.is_floating_point():
+            if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
+                return "class labels outside the task's classes"
+            return None
+        if y.dim() == 2 and y.is_floating_point() and bool(torch.isfinite(y).all()) \
+                and bool((y >= 0).all()) and (classes is None or y.shape[1] == classes):
+            return None
+        return f"labels of shape {tuple(y.shape)} and dtype {y.dtype}"
+
+    def _serve(self, op: str, kwargs: dict[str, Any]) -> Any:
         if op == "train":
             return _train_for_attack(type(self.task), kwargs)
         if op == "oracle":

@@ -22,7 +22,9 @@ import torch
 from disguisebench import plan as plan_mod
 from disguisebench import registry, runner, sandbox
 from disguisebench import cell as cell_mod
-from disguisebench.api import DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, Attack, Data, Defense
+from disguisebench.api import (
+    DEFENSE, GALLERY, PUBLIC, REIDENTIFY, TARGETS, Attack, Data, Defense, PluginError,
+)
 from disguisebench.cache import ModelCache
 from disguisebench.store import FAILED, OK, REFUSED, Record, Store, derive_key
 from tests.conftest import TOY_PLAN
@@ -377,7 +379,42 @@ class ProcPeek(_Reid):
         return self.guess(view)
 
 
+class FaultFarmer(_Reid):
+    """Feeds the defense what no owner sends (NaN, values outside [0, 1], a wrong shape, labels
+    of no class, an inverse) hoping a fault is scored as the defense refusing, a complete break."""
+
+    name = "zoo-fault-farmer"
+
+    def _run(self, view, *, seed):
+        x = view.public.x[:8]
+        bad = [Data(torch.full_like(x, float("nan"))), Data(x * 300 - 100),
+               Data(torch.rand(8, x.shape[1], x.shape[2] + 3, x.shape[3])),
+               Data(x, torch.full((8,), 10 ** 6))]
+        clone = view.defense.fit(view.public, seed=seed)
+        refused = 0
+        for data in bad:
+            try:
+                clone.transform(data)
+            except PluginError as err:
+                assert "not counted as the defense's refusal" in str(err) or "no images" in str(err)
+                refused += 1
+        try:
+            clone.inverse(Data(torch.full((8, *clone.output_shape(x.shape[1:])), float("nan"))))
+        except PluginError:
+            refused += 1
+        assert refused >= 3, refused  # block-rmt rejects most of these; none is its refusal
+        return self.guess(view)
+
+
 CHEATS = [StackWalk, HeapScan, SeedRederive, StoreWriter, TaskLoader, ProcPeek]
+
+
+def test_feeding_a_defense_garbage_is_no_break(tmp_path):
+    with registry.temporary(FaultFarmer.name, FaultFarmer):
+        records = run_plan(tmp_path, [{"block-rmt": {"block": 4}}], [FaultFarmer.name])
+    (rec,) = [r for r in records if r.attack is not None and r.defense["name"] == "block-rmt"]
+    assert rec.status == OK, (rec.status, rec.error)
+    assert rec.metrics["advantage"] < 0.3
 
 
 @pytest.mark.parametrize("cls", CHEATS, ids=lambda c: c.name)
