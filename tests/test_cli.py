@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -195,6 +196,15 @@ def test_leaderboard_writes_beside_the_database_unless_told(tmp_path, capsys, mo
     assert main(["leaderboard", "--db", str(db), "--out", "mine", "--plan-name",
                  "plans/my.yaml"]) == 0
     assert "disguisebench run plans/my.yaml" in (checkout / "mine" / "index.html").read_text()
+    # another database is named in both commands, so the page rebuilds from what it came from
+    moved = Path("published") / "records.db"
+    moved.parent.mkdir()
+    shutil.copy(db, moved)
+    assert main(["leaderboard", "--db", str(moved), "--out", "pub", "--plan-name",
+                 "plans/my.yaml"]) == 0
+    assert ("disguisebench run plans/my.yaml --db published/records.db &amp;&amp; disguisebench "
+            "leaderboard --db published/records.db --out pub") in (checkout / "pub" / "index.html"
+                                                                     ).read_text()
 
 
 def test_shipped_plans_are_named_from_the_records_plan_hash():

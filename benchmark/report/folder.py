@@ -9,7 +9,7 @@ from disguisebench.leaderboard import Board, aggregate
 from disguisebench.report.entries import _dump, board_paths, entry
 from disguisebench.report.figures import gallery_board, plot_board, plot_curves
 from disguisebench.report.page import REGENERATE, _html, _readme
-from disguisebench.store import Record, Store
+from disguisebench.store import DEFAULT_DB, Record, Store
 
 _GENERATED = ("entries", "plots", "gallery")
 
@@ -82,10 +82,12 @@ def shipped_plans(records: Iterable[Record]) -> list[str]:
     return names
 
 
-def regenerate_command(plans: list[str], out: str | Path) -> str:
-    """The commands that rebuild a leaderboard folder from the plans its records came from."""
-    runs = [f"disguisebench run {p}" for p in plans] or ["disguisebench run PLAN.yaml"]
-    return " && ".join([*runs, f"disguisebench leaderboard --out {out}"])
+def regenerate_command(plans: list[str], out: str | Path, db: str | Path | None = None) -> str:
+    """The commands that rebuild a leaderboard folder from the plans its records came from
+    (naming the database unless it is the default one)."""
+    where = "" if db is None or Path(db) == DEFAULT_DB else f" --db {db}"
+    runs = [f"disguisebench run {p}{where}" for p in plans] or [f"disguisebench run PLAN.yaml{where}"]
+    return " && ".join([*runs, f"disguisebench leaderboard{where} --out {out}"])
 
 
 def write_from_store(store: Store, out: str | Path, *, plan: str | None = None
@@ -95,6 +97,6 @@ def write_from_store(store: Store, out: str | Path, *, plan: str | None = None
     shipped plans the records came from."""
     records = list(store.records())
     boards = aggregate(records)
-    regenerate = regenerate_command([plan] if plan else shipped_plans(records), out)
+    regenerate = regenerate_command([plan] if plan else shipped_plans(records), out, store.path)
     return boards, write(boards, out, artifacts=store.artifacts_dir, n_records=len(records),
                          regenerate=regenerate), len(records)
