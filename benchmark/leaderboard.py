@@ -157,6 +157,7 @@ class Curve:
     broken: bool
     cost: float | None
     cost_interval: tuple[int, int]
+    broken_below: str | None = None  # a lower level that breaks it with none of this resource
 
     @property
     def name(self) -> str:
@@ -173,7 +174,10 @@ class Curve:
             self.points[index].value)
 
     def cost_text(self) -> str:
-        """"pairs 30 [10, 100]", or "pairs > 300" when no value tried breaks it."""
+        """"pairs 30 [10, 100]", "pairs > 300" when no value tried breaks it, "pairs 0
+        (level-1 breaks it)" when a lower level already does."""
+        if self.broken_below is not None:
+            return f"{self.name} 0 ({self.broken_below} breaks it)"
         text = f"{self.name} {_value_text(self.cost) if self.broken else self.beyond()}"
         lo, hi = self.cost_interval
         if lo != hi:
@@ -503,7 +507,9 @@ def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: 
     low_level, low_draws = None, None
     complete, used = True, set()
     rows = []
+    broke_at = None  # the first level whose privacy, as bounded below, fell under BREAK
     for lv in order:
+        below = None if low is None else (low, broke_at or low_level, low_draws)
         collected = found.cells.get((t, lv, d), {})
         level = _level(collected, draws)
         complete = complete and level.complete
@@ -512,8 +518,10 @@ def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: 
             if low is None or level.privacy <= low.privacy:  # ties: the level itself
                 low, low_level = level, lv
             low_draws = level.draws if low_draws is None else np.minimum(low_draws, level.draws)
+            if broke_at is None and low.privacy < BREAK:
+                broke_at = lv
         row = _row(found.specs[d], level, utility, found.accuracy[t][d])
-        row.curves = _curves(found, (t, lv, d), draws)
+        row.curves = _curves(found, (t, lv, d), draws, below)
         if (t, lv, d) in found.cells and low is not None:
             _set_privacy(row, low, low_level, low_draws, lv)
         row.complete = complete
@@ -530,27 +538,32 @@ def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: 
     return rows
 
 
-def _curves(found: _Collected, cell: tuple[str, str, str], draws: stats.Draws
-            ) -> dict[str, Curve]:
-    """The curve of each resource that takes several values in ``cell``."""
+def _curves(found: _Collected, cell: tuple[str, str, str], draws: stats.Draws,
+            below: tuple[_Level, str, np.ndarray] | None = None) -> dict[str, Curve]:
+    """The curve of each resource that takes several values in ``cell``; ``below`` is the
+    weakest lower level (its privacy, name and draws), which bounds every point."""
     attacks = found.points.get(cell, {})
     out = {}
     for i, resource in enumerate(RESOURCES):
         values = sorted({p[i] for by_point in attacks.values() for p in by_point},
                         key=lambda v: _point_order((v,)))
         if len(values) > 1:
-            curve = _curve(found, cell, i, values, draws)
+            curve = _curve(found, cell, i, values, draws, below)
             if curve is not None:
                 out[resource] = curve
     return out
 
 
 def _curve(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
-           draws: stats.Draws) -> Curve | None:
+           draws: stats.Draws, below: tuple[_Level, str, np.ndarray] | None = None
+           ) -> Curve | None:
     """Privacy at each value of resource ``i`` and the cost to break (see the module's doc).
-    As over levels, privacy at a value is never above that at a smaller one (an attacker can
-    ignore what it is given); ``own`` keeps the value's own."""
+    As over levels, privacy at a value is never above that at a smaller one, nor above a lower
+    level's (an attacker can ignore what it is given); ``own`` keeps the value's own. A lower
+    level that already breaks the defense makes the cost 0."""
     points, low, low_draws, broke = [], None, None, []
+    if below is not None:
+        low, low_draws = below[0], below[2]
     for value, level in _value_levels(found, cell, i, values, draws):
         if low is None or level.privacy <= low.privacy:
             low = level
@@ -565,6 +578,8 @@ def _curve(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
     index = np.where(np.any(broke, axis=0), np.argmax(broke, axis=0), len(points))
     tail = 100 * (1 - stats.CONFIDENCE) / 2
     lo, hi = (int(v) for v in np.percentile(index, [tail, 100 - tail], method="nearest"))
+    if below is not None and below[0].privacy < BREAK:
+        return Curve(RESOURCES[i], points, True, 0, (0, 0), broken_below=below[1])
     return Curve(RESOURCES[i], points, bool(first), first[0] if first else None, (lo, hi))
 
 

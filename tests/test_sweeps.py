@@ -209,6 +209,21 @@ def test_cost_to_break_on_hand_built_records():
     assert curve.cost_interval[1] == 3 and curve.end_text(3) == "> 100"
 
 
+def test_a_defense_a_lower_level_breaks_costs_nothing_and_its_curve_stays_below_it():
+    recs = swept_records()
+    for rec in recs:
+        if rec.level == "level-1":  # level 1 now breaks it: 98 hits of 100
+            rec.metrics.update(R.hits(98, 100))
+    board, row = rmt_row(leaderboard.aggregate(recs, resamples=200), "level-2")
+    curve = row.curves["n_known"]
+    assert curve.broken_below == "level-1" and curve.cost == 0
+    assert curve.cost_text() == "pairs 0 (level-1 breaks it)"
+    assert all(p.privacy == pytest.approx(0.02) for p in curve.points)
+    assert [round(p.own, 2) for p in curve.points] == [0.95, 0.6, 0.05]  # each value's own kept
+    entry = report.entry(board, row)["curves"]["n_known"]["to_break"]
+    assert entry["broken_at_lower_level"] == "level-1" and entry["interval"] is None
+
+
 def test_cost_to_break_interval_spans_the_seeds_and_counts_unlimited_queries_last():
     recs = [R.utility(R.NONE, 0.95), R.utility(R.RMT, 0.9)]
     # seed 0 breaks at 10 queries, seed 1 only with unlimited ones

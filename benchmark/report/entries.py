@@ -109,8 +109,10 @@ def _curve_json(curve: Curve) -> dict[str, Any]:
                     "this_value": _number(p.own)}
                    for p in curve.points],
         "to_break": {"below": BREAK, "value": curve.cost, "broken": curve.broken,
-                     "interval_index": list(curve.cost_interval),
-                     "interval": [curve.end_text(j) for j in curve.cost_interval],
+                     "broken_at_lower_level": curve.broken_below,
+                     "interval_index": None if curve.broken_below else list(curve.cost_interval),
+                     "interval": None if curve.broken_below else [
+                         curve.end_text(j) for j in curve.cost_interval],
                      "text": curve.cost_text()},
         "method": _CURVE_METHOD,
     }

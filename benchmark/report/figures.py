@@ -67,8 +67,9 @@ def plot_board(board: Board, path: Path) -> None:
 
 def plot_curves(board: Board, path: Path) -> None:
     """Privacy against each swept resource, one panel per resource and one line per defense,
-    intervals shaded, the break threshold dashed. Unlimited queries sit one step past the
-    largest budget tried."""
+    intervals shaded, the break threshold dashed: solid, the level's privacy (bounded by the
+    lower levels and smaller values); dotted, what this level's attacks achieve at each value
+    alone, where that differs. Unlimited queries sit one step past the largest budget tried."""
     resources = board.resources()
     fig = _figure(5.2 * len(resources), 4.2)
     for i, resource in enumerate(resources):
@@ -82,6 +83,10 @@ def plot_curves(board: Board, path: Path) -> None:
             lo = [p.interval[0] if p.interval else p.privacy for p in curve.points]
             hi = [p.interval[1] if p.interval else p.privacy for p in curve.points]
             ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+            own = [p.privacy if p.own is None else p.own for p in curve.points]
+            if any(abs(o - y) > 1e-9 for o, y in zip(own, ys)):
+                ax.plot(xs, own, linestyle=":", marker=".", markersize=3, linewidth=1.0,
+                        color=line.get_color())
         ax.axhline(BREAK, color="0.4", linestyle="--", linewidth=0.8)
         if all(x > 0 for _, c in curves for x in _positions(c)):
             ax.set_xscale("log")
@@ -92,7 +97,7 @@ def plot_curves(board: Board, path: Path) -> None:
         ax.minorticks_off()
         ax.set_ylim(-0.04, 1.04)
         ax.set_xlabel(_axis_label(curves[0][1]))
-        ax.set_ylabel("privacy at this level")
+        ax.set_ylabel("privacy (dotted: this level's attacks alone)")
         ax.set_title(f"{board.task} / {board.level}", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
