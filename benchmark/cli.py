@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark image disguising defenses against attacks at three threat levels.",
         epilog=_examples(
             "disguisebench list                    # tasks, defenses, attacks",
-            "disguisebench run                     # the default plan, 8-16 min on 2 CPU cores",
+            "disguisebench run                     # the default plan, 2-16 min on 2 CPU cores",
             "disguisebench show                    # its boards again",
             "disguisebench leaderboard             # HTML page under results/leaderboard/",
             "disguisebench COMMAND --help          # a command's options and examples"))
@@ -349,7 +349,7 @@ def _add_list(add: _Add) -> None:
 def _add_run(add: _Add) -> None:
     levels = ", ".join(LEVEL_NAMES)
     p = add("run", f"run a plan (default: {DEFAULT_PLAN})", _examples(
-        f"disguisebench run                         # {DEFAULT_PLAN}: 3 defenses, 8-16 min on 2 cores",
+        f"disguisebench run                         # {DEFAULT_PLAN}: 3 defenses, 2-16 min on 2 cores",
         "disguisebench run plans/attacks.yaml      # every defense against every attack",
         "disguisebench run --defenses block-rmt,pixelate --levels level-1",
         "disguisebench run my-plan.yaml --db results/mine.db --workers 2",
