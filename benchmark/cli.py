@@ -125,7 +125,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from disguisebench import executors, leaderboard, plan as plan_mod, runner
     from disguisebench.store import FAILED, Store
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    chosen = os.environ.get("OMP_NUM_THREADS", "")  # every core, unless the user chose a count
+    torch.set_num_threads(int(chosen) if chosen.isdigit() and int(chosen) > 0
+                          else os.cpu_count() or 1)
     plan = plan_mod.load(args.plan)
     plan = plan_mod.override(plan, tasks=args.tasks, defenses=args.defenses,
                              attacks=args.attacks, levels=args.levels, seeds=args.seeds)

@@ -232,3 +232,18 @@ def test_list_reads_plugin_sources_without_torch_and_agrees_with_the_registry():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_run_uses_every_core_unless_omp_num_threads_says_otherwise(tmp_path, monkeypatch):
+    import torch
+
+    from disguisebench.store import Store
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        assert main(["run", _plan(tmp_path), "--db", str(tmp_path / "r.db"), "--quiet"]) == 0
+        with Store(tmp_path / "r.db") as store:
+            assert {r.meta["threads"] for r in store.records()} == {1}
+    finally:
+        torch.set_num_threads(before)
