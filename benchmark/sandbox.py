@@ -48,7 +48,7 @@ import numpy
 import torch
 
 from disguisebench.api import (
-    Data, Defense, NotApplicable, Outcome, PluginError, ThreatView, device,
+    Data, Defense, NotApplicable, Outcome, PluginError, ThreatView, check_images, device,
 )
 from disguisebench.cache import data_digest
 
@@ -710,11 +710,12 @@ class _AttackServer:
             return None
         if not isinstance(data, Data):
             return f"a {type(data).__name__}, not Data"
-        x = data.x
-        if x.dtype != torch.float32 or tuple(x.shape[1:]) != tuple(self.pool.image_shape):
-            return f"images of dtype {x.dtype} and shape {tuple(x.shape[1:])}"
-        if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
-            return "pixel values outside [0, 1]"
+        if data.image_shape != self.pool.image_shape:
+            return f"images of shape {data.image_shape}"
+        try:
+            check_images(data, what="the request")  # float32, finite, in [0, 1], not empty
+        except PluginError as err:
+            return str(err)
         return None if data.y is None else self._unlike_labels(data.y)
 
     def _unlike_labels(self, y: torch.Tensor) -> str | None:

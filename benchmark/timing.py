@@ -9,6 +9,7 @@ computed once and recorded at each (docs/design.md, "One cell"): its seconds cou
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable
 
 from disguisebench.leaderboard import spec_label
@@ -41,16 +42,24 @@ def cell_times(records: Iterable[Record]) -> list[CellTime]:
     """Seconds per cell, attacks summed over their distinct computations."""
     cells: dict[tuple, CellTime] = {}
     seen: set[tuple] = set()
+    labels: dict[str, str] = {}
+
+    def label(kind: str, spec: dict) -> str:  # each spec built once, not once a record
+        key = kind + json.dumps(spec, sort_keys=True)
+        if key not in labels:
+            labels[key] = spec_label(kind, spec)
+        return labels[key]
+
     for r in records:
-        defense = spec_label("defense", r.defense)
-        key = (spec_label("task", r.task), defense, r.seed)
+        defense = label("defense", r.defense)
+        key = (label("task", r.task), defense, r.seed)
         cell = cells.setdefault(key, CellTime(key[0], defense, r.seed))
         seconds = float(r.meta.get("wall_seconds", 0.0) or 0.0)
         if r.attack is None:
             cell.train = float(r.meta.get("train_seconds", 0.0) or 0.0)
             cell.owner = seconds
             continue
-        name = spec_label("attack", r.attack)
+        name = label("attack", r.attack)
         # The same computation recorded at several levels: same attack, grants and seconds.
         once = (key, name, tuple(r.meta.get("granted", ())), seconds)
         if once in seen:
