@@ -373,6 +373,23 @@ def owner_side(cell: Cell, seeds: dict[str, int], *, protected: list[str], threa
                      len(test))
 
 
+@dataclasses.dataclass
+class _Run:
+    """One sealed attack run of a cell, shared by the jobs (levels) it answers."""
+
+    job: Job
+    attack: Attack
+    granted: frozenset[str]
+    scenario: Scenario
+
+
+def attack_lanes(threads: int) -> int:
+    """How many sealed attacks of a cell run at once: one per thread the cell may use, each on
+    one thread. An attack's work is mostly small operations, which a second thread in the same
+    process speeds up far less than a second process does."""
+    return max(1, threads) if device().type == "cpu" else 2
+
+
 def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..., None], *,
                  salt: bytes, seeds: dict[str, int], task: Task, defense: Defense,
                  splits: Splits, owner: Owner, model: torch.nn.Module, protected: list[str],
@@ -380,8 +397,8 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
     # A task too small for the plan's sizes is reported once, by run(), before any training.
     scenarios: dict[tuple[int, int], Scenario | PluginError] = {}
     # An attack sees only what it declares, so levels that grant it nothing new share one run.
-    done: dict[tuple[Spec, frozenset[str], tuple[int, int], Resources],
-               tuple[str, dict, str | None, float, dict]] = {}
+    runs: dict[tuple, _Run] = {}
+    order: list[tuple[Job, Attack, dict, tuple | None]] = []
     for job in attacks:
         n_targets, n_known = level_sizes(len(splits.train), plan.n_targets,
                                          job.resources.n_known, job.level)
@@ -400,44 +417,126 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
         attack = with_compute(job.attack, job.resources.compute)
         if job.resources.compute != 1 and attack.budget:  # what the multiplier made of it
             sizes["budget"] = {name: getattr(attack, name) for name in attack.budget}
-        level_caps = LEVELS[job.level]
-        missing = attack.needs - level_caps
+        missing = attack.needs - LEVELS[job.level]
         if missing:
-            record(job, NOT_APPLICABLE, {}, {"missing": sorted(missing), **sizes}, attack.goal)
+            order.append((job, attack, {"missing": sorted(missing), **sizes}, None))
             continue
         granted = grants(attack, job.level)
         # Runs at different resource points never share a result.
         memo = (job.attack, granted, (n_targets, n_known),
                 dataclasses.replace(job.resources, n_known=n_known))
-        if memo not in done:
-            done[memo] = _sealed_attack(job, attack, granted, cell, salt=salt, seeds=seeds,
-                                        task=task, defense=defense, splits=splits, owner=owner,
-                                        model=model, scenario=scenario, protected=protected,
-                                        threads=threads, artifacts=artifacts)
-        status, metrics, error, seconds, extra = done[memo]
-        record(job, status, metrics,
-               {"wall_seconds": seconds, "granted": sorted(granted), **sizes, **extra},
-               attack.goal, error)
+        runs.setdefault(memo, _Run(job, attack, granted, scenario))
+        order.append((job, attack, sizes, memo))
+    lanes = attack_lanes(threads)
+    sealed = functools.partial(_sealed_attack, cell=cell, salt=salt, task=task, defense=defense,
+                               splits=splits, model=model, oracle=owner.host,
+                               protected=protected, threads=max(1, threads // lanes))
+    judged: dict[tuple, tuple[str, dict, str | None, float, dict]] = {}
+    with _Lanes(runs, sealed, lanes) as outcomes:
+        for job, attack, meta, memo in order:
+            if memo is None:
+                record(job, NOT_APPLICABLE, {}, meta, attack.goal)
+                continue
+            if memo not in judged:
+                run = runs[memo]
+                judged[memo] = _judge(run, outcomes(memo), cell, seeds=seeds, task=task,
+                                      splits=splits, artifacts=artifacts)
+            status, metrics, error, seconds, extra = judged[memo]
+            record(job, status, metrics,
+                   {"wall_seconds": seconds, "granted": sorted(runs[memo].granted), **meta,
+                    **extra}, attack.goal, error)
 
-def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell, *, salt: bytes,
-                   seeds: dict[str, int], task: Task, defense: Defense, splits: Splits, owner: Owner,
-                   model: torch.nn.Module, scenario: Scenario, protected: list[str],
-                   threads: int, artifacts: str | Path | None
-                   ) -> tuple[str, dict, str | None, float, dict]:
-    """One attack in its own process; its prediction scored here. Status, metrics, error, time."""
+
+class _Lanes:
+    """A cell's sealed runs, ``lanes`` at a time, each in a driver thread serving its process.
+
+    Runs granted the oracle share the owner's defense host, whose answers may depend on what it
+    was asked before: they run one after another in the cell's order, in one lane, so the host
+    sees the same requests in the same order however many lanes there are. Every other run is on
+    its own (fresh processes, its own clones). ``outcomes(memo)`` waits for one run's outcome.
+    """
+
+    def __init__(self, runs: dict[tuple, _Run], sealed: Callable[[_Run], Any],
+                 lanes: int) -> None:
+        self.runs, self.sealed, self.lanes = runs, sealed, lanes
+        self.pool: Any = None
+        self.futures: dict[tuple, Any] = {}
+
+    def __enter__(self) -> Callable[[tuple], Any]:
+        if self.lanes == 1 or len(self.runs) < 2:
+            return lambda memo: self.sealed(self.runs[memo])  # in order, in this thread
+        from concurrent.futures import Future, ThreadPoolExecutor
+
+        self.futures = {memo: Future() for memo in self.runs}
+        chain = [m for m, run in self.runs.items() if ORACLE in run.granted]
+        alone = [[m] for m, run in self.runs.items() if ORACLE not in run.granted]
+        self.pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="disguisebench-attack")
+        for memos in ([chain] if chain else []) + alone:  # the longest first
+            self.pool.submit(self._in_turn, memos)
+        return lambda memo: self.futures[memo].result()
+
+    def _in_turn(self, memos: list[tuple]) -> None:
+        for memo in memos:
+            future = self.futures[memo]
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(self.sealed(self.runs[memo]))
+            except BaseException as err:  # noqa: BLE001 - raised in the cell's thread
+                future.set_exception(err)
+
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        if self.pool is None:
+            return
+        if kind is not None:  # interrupted or failed: no run still going is wanted
+            for future in self.futures.values():
+                future.cancel()
+            sandbox.kill_attacks()
+        self.pool.shutdown(wait=True)
+
+
+@dataclasses.dataclass
+class _Sealed:
+    """What came back from one sealed run, and how long it took."""
+
+    outcome: sandbox.AttackOutcome | None
+    error: BaseException | None
+    seconds: float
+
+
+def _sealed_attack(run: _Run, *, cell: Cell, salt: bytes, task: Task, defense: Defense,
+                   splits: Splits, model: torch.nn.Module, oracle: sandbox.DefenseHost,
+                   protected: list[str], threads: int) -> _Sealed:
+    """One attack in its own process, on ``threads`` threads."""
+    job, attack, granted = run.job, run.attack, run.granted
     t0 = time.perf_counter()
-    extra: dict[str, Any] = {}
-    seed = cell.attack_seed(job.attack, salt)
     try:
         outcome = sandbox.run_attack(
-            attack, view_fields(granted, attack, splits, model, scenario)
+            attack, view_fields(granted, attack, splits, model, run.scenario)
             | {"level": job.level, "queries": job.resources.queries if ORACLE in granted else None},
-            seed=seed, task=task, defense=defense if DEFENSE in granted else None,
-            oracle=owner.host if ORACLE in granted else None, queries=job.resources.queries,
-            pool=splits.public,
-            protected=protected, threads=threads,
+            seed=cell.attack_seed(job.attack, salt), task=task,
+            defense=defense if DEFENSE in granted else None,
+            oracle=oracle if ORACLE in granted else None, queries=job.resources.queries,
+            pool=splits.public, protected=protected, threads=threads,
             chunk_seed=derive_seed(salt, cell.seed, "attack-chunks", job.key),
             epochs=task_epochs(task))
+    except Exception as err:  # noqa: BLE001 - recorded as the attack's failure
+        return _Sealed(None, err, time.perf_counter() - t0)
+    return _Sealed(outcome, None, time.perf_counter() - t0)
+
+
+def _judge(run: _Run, sealed: _Sealed, cell: Cell, *, seeds: dict[str, int], task: Task,
+           splits: Splits, artifacts: str | Path | None
+           ) -> tuple[str, dict, str | None, float, dict]:
+    """Score one sealed run's prediction against the truth it never saw. Status, metrics, error,
+    seconds (the run's and the scoring's), extra meta."""
+    job, attack = run.job, run.attack
+    t0 = time.perf_counter() - sealed.seconds
+    extra: dict[str, Any] = {}
+    outcome = sealed.outcome
+    try:
+        if sealed.error is not None:
+            raise sealed.error
         if outcome.refusal is not None:
             # Whatever the attack made of it: a defense that fails its attackers is not private.
             log.warning("defense %s refused attack %s at %s: %s", cell.defense, job.attack,
@@ -450,11 +549,12 @@ def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell
                         outcome.error)
             return FAILED, {}, outcome.error, time.perf_counter() - t0, extra
         # A label attack's chance: what a classifier of the public data alone achieves.
-        truth = baselines.with_chance(scenario_truth(scenario, attack.label_of), attack, task, splits,
-                                      seed=seeds["train"])
+        with sandbox.training_lock:  # the first call trains the public-only classifier
+            truth = baselines.with_chance(scenario_truth(run.scenario, attack.label_of), attack,
+                                          task, splits, seed=seeds["train"])
         metrics = scoring.score(attack.goal, outcome.prediction, truth)
         metrics.update(attack_report(outcome.report))
-        if ORACLE in granted:
+        if ORACLE in run.granted:
             metrics["oracle_queries"] = float(outcome.queries)
         status, error = OK, None
     except KeyboardInterrupt:
@@ -465,7 +565,7 @@ def _sealed_attack(job: Job, attack: Attack, granted: frozenset[str], cell: Cell
         return FAILED, {}, _error(err), time.perf_counter() - t0, extra
     if attack.goal == RECONSTRUCT and artifacts is not None:
         try:
-            extra["artifact"] = save_gallery(Path(artifacts), job.key, scenario,
+            extra["artifact"] = save_gallery(Path(artifacts), job.key, run.scenario,
                                              outcome.prediction)
         except OSError as err:  # the gallery is a nicety; the score stands without it
             log.warning("could not keep gallery images in %s: %s", artifacts, err)

@@ -40,6 +40,7 @@ import os
 import pickle
 import random
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -169,22 +170,30 @@ def receive_copy(conn: Any) -> Any:
 # --- processes ---------------------------------------------------------------------------------
 
 _context: Any = None
+# A cell may run several attacks at once, each served by a driver thread: starting a process
+# (which briefly edits ``__main__``) happens one at a time, and so does any training in the
+# driver (a task's training seeds torch's process-wide generator, which threads would share).
+_starting = threading.RLock()
+training_lock = threading.Lock()
+# Attack processes now running, so that an interrupted cell can end them all.
+_live: set[Any] = set()
 
 
 def context() -> Any:
     """The multiprocessing context of plugin processes: a fork server that preloaded the plugins."""
     global _context
-    if _context is None:
-        if "forkserver" in multiprocessing.get_all_start_methods():
-            _context = multiprocessing.get_context("forkserver")
-            multiprocessing.set_forkserver_preload(["disguisebench._preload"])
-            from multiprocessing import forkserver
+    with _starting:
+        if _context is None:
+            if "forkserver" in multiprocessing.get_all_start_methods():
+                _context = multiprocessing.get_context("forkserver")
+                multiprocessing.set_forkserver_preload(["disguisebench._preload"])
+                from multiprocessing import forkserver
 
-            with _without_main():
-                forkserver.ensure_running()
-        else:  # pragma: no cover - platforms without fork
-            _context = multiprocessing.get_context("spawn")
-    return _context
+                with _without_main():
+                    forkserver.ensure_running()
+            else:  # pragma: no cover - platforms without fork
+                _context = multiprocessing.get_context("spawn")
+        return _context
 
 
 @contextlib.contextmanager
@@ -213,7 +222,7 @@ def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
     ctx = context()
     conn, child = ctx.Pipe()
     proc = ctx.Process(target=_unpack, args=(child,), daemon=True)
-    with _without_main():
+    with _starting, _without_main():
         proc.start()
     child.close()
     try:
@@ -621,13 +630,18 @@ def _train_for_attack(task_cls: type, kwargs: dict[str, Any]) -> Any:
     recipe = json.dumps([task_cls.__module__, task_cls.__qualname__, kwargs["params"],
                          kwargs["seed"], kwargs["num_classes"]], sort_keys=True, default=str)
     key = recipe + "/" + data_digest(data.x, data.y)
+    with training_lock:  # a second request for the same model waits and reuses it
+        return copy.deepcopy(_trained(task_cls, kwargs, key))
+
+
+def _trained(task_cls: type, kwargs: dict[str, Any], key: str) -> Any:
     if key not in _TRAINED:
         task = _build(task_cls, kwargs["params"])
-        model = task.train(data, seed=kwargs["seed"], num_classes=kwargs["num_classes"])
+        model = task.train(kwargs["data"], seed=kwargs["seed"], num_classes=kwargs["num_classes"])
         while len(_TRAINED) >= _TRAINED_MAX:
             _TRAINED.pop(next(iter(_TRAINED)))
         _TRAINED[key] = model.cpu().eval()
-    return copy.deepcopy(_TRAINED[key])
+    return _TRAINED[key]
 
 
 def _attack_main(conn: Any, payload: dict[str, Any]) -> None:
@@ -813,7 +827,9 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
         "oracle": oracle is not None, "view": view, "seed": seed,
         "protected": protected, "threads": threads,
     }
-    proc, conn = _start(_attack_main, (payload,))
+    with _starting:
+        proc, conn = _start(_attack_main, (payload,))
+        _live.add(proc)
     server = _AttackServer(task=task, defense=defense, oracle=oracle, pool=pool,
                            protected=protected, threads=threads, chunk_seed=chunk_seed,
                            epochs=epochs, budget=queries)
@@ -853,4 +869,15 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
             proc.kill()
         proc.join()
         conn.close()
+        with _starting:
+            _live.discard(proc)
+
+
+def kill_attacks() -> None:
+    """End every running attack process (an interrupted run); each one's driver thread then
+    reads that its process exited."""
+    with _starting:
+        for proc in list(_live):
+            if proc.is_alive():
+                proc.kill()
 
