@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from disguisebench import sandbox
 from disguisebench.cell import Cell, Job, run_cell
 from disguisebench.api import PluginError
 from disguisebench.plan import Plan
@@ -53,15 +54,21 @@ class ProcessPool:
         self.workers = workers
 
     def run(self, plan: Plan, work: Work, emit: Emit, done: Done, options: dict[str, Any]) -> None:
-        import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        # spawn: forking a process that already holds torch's thread pools can deadlock.
-        pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+        # Workers come from the plugin processes' fork server, which has imported torch and the
+        # plugins once and never started a thread pool: they start in milliseconds, where a
+        # spawned interpreter spends seconds importing (forking this process, which may hold
+        # torch's thread pools, could deadlock).
+        with sandbox.starting() as ctx:
+            pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
+                                       initializer=sandbox.join_server,
+                                       initargs=(sandbox.shared_server(),))
         try:
-            futures = {pool.submit(cell_records, plan, cell, todo, options, threads): cell
-                       for cell, todo in work}
+            with sandbox.starting():  # submitting starts the workers
+                futures = {pool.submit(cell_records, plan, cell, todo, options, threads): cell
+                           for cell, todo in work}
             for future in as_completed(futures):
                 for record in future.result():
                     emit(record)

@@ -215,6 +215,61 @@ def _without_main() -> Iterator[None]:
             main.__dict__.pop("__spec__", None)
 
 
+def shared_server() -> dict[str, Any]:
+    """What a worker forked from this process's fork server needs to start its plugin processes
+    from that same server (``join_server``)."""
+    from multiprocessing import forkserver
+
+    context()
+    server = forkserver._forkserver
+    return {"address": getattr(server, "_forkserver_address", None),
+            "authkey": getattr(server, "_forkserver_authkey", None)}
+
+
+def join_server(shared: dict[str, Any]) -> None:
+    """In a worker forked from the fork server: start plugin processes from that same server
+    rather than from one of its own (a new interpreter importing torch and the plugins, seconds).
+
+    multiprocessing has no public way to share a fork server with a child, so this sets its
+    private state, then starts one process to check; where anything differs from what it
+    expects, the worker is left to start a server of its own, as it would anyway."""
+    global _context
+    from multiprocessing import forkserver, resource_tracker
+
+    server = forkserver._forkserver
+    if not shared.get("address") or getattr(server, "_forkserver_pid", 0) is not None \
+            or getattr(server, "_forkserver_alive_fd", None) is None:
+        return
+    server._forkserver_address = shared["address"]
+    if shared.get("authkey") is not None:
+        server._forkserver_authkey = shared["authkey"]
+    server.ensure_running = resource_tracker.ensure_running  # the driver keeps it running
+    ctx = multiprocessing.get_context("forkserver")
+    try:
+        with _without_main():
+            probe = ctx.Process(target=int, daemon=True)
+            probe.start()
+        probe.join(timeout=30)
+        if probe.exitcode != 0:
+            raise OSError(f"a process from the shared fork server ended with {probe.exitcode}")
+    except Exception as err:  # noqa: BLE001 - fall back to a server of the worker's own
+        log.debug("worker starts its own fork server: %s", err)
+        del server.ensure_running
+        server._forkserver_address = None
+        return
+    with _starting:
+        _context = ctx
+
+
+@contextlib.contextmanager
+def starting() -> Iterator[Any]:
+    """Start processes of the fork server's context (yielded) inside: one thread at a time, and
+    without ``__main__`` (the harness's worker processes start this way too)."""
+    ctx = context()
+    with _starting, _without_main():
+        yield ctx
+
+
 def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
     """A plugin process running ``target(conn, *args)``, and the driver's end of its pipe. The
     arguments travel by value (see ``send_copy``), as the process's first message."""
@@ -222,7 +277,7 @@ def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
     ctx = context()
     conn, child = ctx.Pipe()
     proc = ctx.Process(target=_unpack, args=(child,), daemon=True)
-    with _starting, _without_main():
+    with starting():
         proc.start()
     child.close()
     try:

@@ -84,3 +84,58 @@ def test_corrupt_cache_file_is_detected_and_the_model_retrained(tmp_path, toy_pl
         (rec,) = [r for r in b.records() if r.attack is None]
     assert rec.meta["model_cached"] is False and rec.status == "ok"
     assert "does not verify for this database and upload); retraining" in caplog.text
+
+
+def _server_of_a_worker(shared: dict | None) -> tuple:
+    """In a pool worker: (the fork server its plugin processes come from, a probe's exit code)."""
+    from multiprocessing import forkserver
+
+    from disguisebench import sandbox
+
+    if shared is not None:
+        sandbox.join_server(shared)
+    with sandbox.starting() as ctx:
+        probe = ctx.Process(target=int, daemon=True)
+        probe.start()
+    probe.join(timeout=60)
+    return forkserver._forkserver._forkserver_address, probe.exitcode
+
+
+def _pool(initargs: tuple | None):
+    from concurrent.futures import ProcessPoolExecutor
+
+    from disguisebench import sandbox
+
+    with sandbox.starting() as ctx:
+        if initargs is None:
+            return ProcessPoolExecutor(1, mp_context=ctx)
+        return ProcessPoolExecutor(1, mp_context=ctx, initializer=sandbox.join_server,
+                                   initargs=initargs)
+
+
+def test_workers_start_plugin_processes_from_the_drivers_fork_server():
+    from disguisebench import sandbox
+
+    shared = sandbox.shared_server()
+    assert shared["address"]
+    pool = _pool((shared,))
+    try:
+        with sandbox.starting():
+            address, code = pool.submit(_server_of_a_worker, None).result(timeout=120)
+    finally:
+        pool.shutdown()
+    assert (address, code) == (shared["address"], 0)
+
+
+def test_a_worker_that_cannot_share_the_server_starts_its_own():
+    from disguisebench import sandbox
+
+    shared = sandbox.shared_server()
+    pool = _pool(None)
+    try:
+        with sandbox.starting():
+            bogus = {"address": shared["address"] + "-gone", "authkey": shared["authkey"]}
+            address, code = pool.submit(_server_of_a_worker, bogus).result(timeout=120)
+    finally:
+        pool.shutdown()
+    assert code == 0 and address not in (None, shared["address"], bogus["address"])
