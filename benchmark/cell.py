@@ -272,6 +272,9 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
     seeds = cell.seeds(salt)
     protected = list(protected or [])
     threads = torch.get_num_threads()
+    # Every plugin process of the cell gets the same threads, the owner's defense host too: a
+    # defense must not tell the owner's host from an attacker's clone by its thread count.
+    host_threads = plugin_threads(threads)
     base = {"task": cell.task.canonical(), "defense": cell.defense.canonical(), "seed": cell.seed}
     info = {**manifest(), "plan_hash": plan.digest()}
 
@@ -285,7 +288,7 @@ def run_cell(plan: Plan, cell: Cell, todo: list[Job], emit: Callable[[Record], N
     side: OwnerSide | None = None
     try:
         try:
-            side = owner_side(cell, seeds, protected=protected, threads=threads,
+            side = owner_side(cell, seeds, protected=protected, threads=host_threads,
                               cache_dir=cache_dir, salt=salt, verbose=verbose)
         except KeyboardInterrupt:
             raise
@@ -383,11 +386,22 @@ class _Run:
     scenario: Scenario
 
 
+# Most sealed attacks of a cell at once: each holds copies of its view (for a full-size dataset,
+# the upload alone is hundreds of megabytes).
+MAX_LANES = 4
+
+
 def attack_lanes(threads: int) -> int:
-    """How many sealed attacks of a cell run at once: one per thread the cell may use, each on
-    one thread. An attack's work is mostly small operations, which a second thread in the same
-    process speeds up far less than a second process does."""
-    return max(1, threads) if device().type == "cpu" else 2
+    """How many sealed attacks of a cell run at once: one per thread the cell may use, up to
+    MAX_LANES, the threads shared out among them. An attack's work is mostly small operations,
+    which a second thread in the same process speeds up far less than a second process does."""
+    return min(MAX_LANES, max(1, threads)) if device().type == "cpu" else 2
+
+
+def plugin_threads(threads: int) -> int:
+    """Threads of each plugin process of a cell given ``threads``: every attack, every clone and
+    the owner's defense host alike."""
+    return max(1, threads // attack_lanes(threads))
 
 
 def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..., None], *,
@@ -430,7 +444,7 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
     lanes = attack_lanes(threads)
     sealed = functools.partial(_sealed_attack, cell=cell, salt=salt, task=task, defense=defense,
                                splits=splits, model=model, oracle=owner.host,
-                               protected=protected, threads=max(1, threads // lanes))
+                               protected=protected, threads=plugin_threads(threads))
     judged: dict[tuple, tuple[str, dict, str | None, float, dict]] = {}
     with _Lanes(runs, sealed, lanes) as outcomes:
         for job, attack, meta, memo in order:

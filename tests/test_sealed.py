@@ -125,6 +125,20 @@ class DecoyByInstances(_Gaming):
         return self.owner_
 
 
+class DecoyByThreads(_Gaming):
+    """Built with more than one thread: the owner's host, it guesses (were the attacks of a cell to
+    share the cores out, an attacker's clone would get fewer)."""
+
+    name = "zoo-decoy-threads"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owner_ = torch.get_num_threads() > 1
+
+    def looks_like_owner(self, data, epoch):
+        return self.owner_
+
+
 class DecoyByContent(Defense):
     """Images it was fitted on are the public pool, so an attacker's: noise for those, the
     scramble for any other image (the owner's)."""
@@ -241,6 +255,18 @@ def test_gaming_defense_is_no_more_private_than_its_honest_transform(tmp_path, c
     useless = accuracy(records, cls.name) <= 0.6
     assert broken or useless, (cls.name, worst_advantage(records, cls.name),
                                accuracy(records, cls.name))
+
+
+def test_the_owners_host_and_the_clones_get_the_same_threads(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # a cell with two threads runs two attacks at once
+    try:
+        with registry.temporary(DecoyByThreads.name, DecoyByThreads):
+            records = run_plan(tmp_path, [DecoyByThreads.name], ATTACKS)
+    finally:
+        torch.set_num_threads(threads)
+    broken = worst_advantage(records, DecoyByThreads.name) >= 0.9
+    assert broken or accuracy(records, DecoyByThreads.name) <= 0.6
 
 
 @pytest.mark.parametrize("cls, words", [(NaNAtScale, "NaN"), (ShapeAtScale, "shape")],
