@@ -20,6 +20,8 @@ import collections
 import dataclasses
 import json
 import logging
+import threading
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -32,18 +34,32 @@ log = logging.getLogger("disguisebench")
 # Public-only classifiers trained in this process, by (task spec, seed, public set).
 _MODELS: collections.OrderedDict[tuple, nn.Module] = collections.OrderedDict()
 _MODELS_MAX = 4
+_lock = threading.Lock()
 
 
-def public_classifier(task: Task, splits: Splits, *, seed: int) -> nn.Module:
-    """The task's model trained on the public images alone (cached per task and seed)."""
+def public_classifier(task: Task, splits: Splits, *, seed: int,
+                      trainer: Callable[..., nn.Module] | None = None) -> nn.Module:
+    """The task's model trained on the public images alone (cached per task and seed), by
+    ``trainer(task, data, seed=..., num_classes=...)`` when given (the runner trains it in a
+    process of its own), else by ``task.train``."""
     public = splits.public
     key = (json.dumps(task.spec(), sort_keys=True, default=str), seed, len(public),
            float(public.x.double().sum()))
+    with _lock:  # trained once: a second caller waits for the first
+        return _trained(task, splits, key, seed, trainer)
+
+
+def _trained(task: Task, splits: Splits, key: tuple, seed: int,
+             trainer: Callable[..., nn.Module] | None) -> nn.Module:
+    public = splits.public
     if key in _MODELS:
         _MODELS.move_to_end(key)
         return _MODELS[key]
     log.debug("training the public-only label baseline of %s (seed %d)", task.name, seed)
-    model = task.clone().train(public, seed=seed, num_classes=splits.num_classes)
+    if trainer is None:
+        model = task.clone().train(public, seed=seed, num_classes=splits.num_classes)
+    else:
+        model = trainer(task.clone(), public, seed=seed, num_classes=splits.num_classes)
     _MODELS[key] = model
     while len(_MODELS) > _MODELS_MAX:
         _MODELS.popitem(last=False)
@@ -51,15 +67,16 @@ def public_classifier(task: Task, splits: Splits, *, seed: int) -> nn.Module:
 
 
 def public_hits(task: Task, splits: Splits, images: Tensor, labels: Tensor, *,
-                seed: int) -> Tensor:
+                seed: int, trainer: Callable[..., nn.Module] | None = None) -> Tensor:
     """(n,) 1 where the public-only classifier labels ``images`` correctly, else 0."""
-    model = public_classifier(task, splits, seed=seed)
+    model = public_classifier(task, splits, seed=seed, trainer=trainer)
     with torch.no_grad():
         predicted = task.predict(model, images).argmax(1).cpu()
     return (predicted == labels.cpu()).int()
 
 
-def with_chance(truth: Truth, attack: Attack, task: Task, splits: Splits, *, seed: int) -> Truth:
+def with_chance(truth: Truth, attack: Attack, task: Task, splits: Splits, *, seed: int,
+                trainer: Callable[..., nn.Module] | None = None) -> Truth:
     """``truth`` with the chance a label attack is scored against (other goals: unchanged).
 
     The runner calls this once per attack record; ``seed`` is the cell's training seed, so the
@@ -71,4 +88,5 @@ def with_chance(truth: Truth, attack: Attack, task: Task, splits: Splits, *, see
         return dataclasses.replace(truth, chance_hits=torch.ones(len(truth.labels),
                                                                  dtype=torch.int))
     return dataclasses.replace(
-        truth, chance_hits=public_hits(task, splits, truth.gallery, truth.labels, seed=seed))
+        truth, chance_hits=public_hits(task, splits, truth.gallery, truth.labels, seed=seed,
+                                       trainer=trainer))

@@ -29,7 +29,8 @@ import torch
 
 from disguisebench import baselines, registry, sandbox, scoring
 from disguisebench.api import (
-    DEFENSE, LEVELS, ORACLE, RECONSTRUCT, Attack, Data, Defense, PluginError, Splits, Task, device,
+    DEFENSE, LABEL, LEVELS, ORACLE, RECONSTRUCT, Attack, Data, Defense, PluginError, Splits, Task,
+    device,
 )
 from disguisebench.cache import ModelCache, data_digest
 from disguisebench.plan import Plan, Resources, Spec, points, spec_hash
@@ -445,8 +446,15 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
     sealed = functools.partial(_sealed_attack, cell=cell, salt=salt, task=task, defense=defense,
                                splits=splits, model=model, oracle=owner.host,
                                protected=protected, threads=plugin_threads(threads))
+    # The public-only label baseline trains apart, like the attacks' models, and in a lane of
+    # its own from the start: the first label record waits for it otherwise.
+    trainer = functools.partial(sandbox.train_apart, threads=plugin_threads(threads))
+    baseline = None
+    if any(run.attack.goal == LABEL and run.attack.label_of != "targets" for run in runs.values()):
+        baseline = functools.partial(baselines.public_classifier, task, splits,
+                                     seed=seeds["train"], trainer=trainer)
     judged: dict[tuple, tuple[str, dict, str | None, float, dict]] = {}
-    with _Lanes(runs, sealed, lanes) as outcomes:
+    with _Lanes(runs, sealed, lanes, first=baseline) as outcomes:
         for job, attack, meta, memo in order:
             if memo is None:
                 record(job, NOT_APPLICABLE, {}, meta, attack.goal)
@@ -454,6 +462,7 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
             if memo not in judged:
                 run = runs[memo]
                 judged[memo] = _judge(run, outcomes(memo), cell, seeds=seeds, task=task,
+                                      trainer=trainer,
                                       splits=splits, artifacts=artifacts)
             status, metrics, error, seconds, extra = judged[memo]
             record(job, status, metrics,
@@ -470,9 +479,9 @@ class _Lanes:
     its own (fresh processes, its own clones). ``outcomes(memo)`` waits for one run's outcome.
     """
 
-    def __init__(self, runs: dict[tuple, _Run], sealed: Callable[[_Run], Any],
-                 lanes: int) -> None:
-        self.runs, self.sealed, self.lanes = runs, sealed, lanes
+    def __init__(self, runs: dict[tuple, _Run], sealed: Callable[[_Run], Any], lanes: int,
+                 first: Callable[[], Any] | None = None) -> None:
+        self.runs, self.sealed, self.lanes, self.first = runs, sealed, lanes, first
         self.pool: Any = None
         self.futures: dict[tuple, Any] = {}
 
@@ -485,6 +494,8 @@ class _Lanes:
         chain = [m for m, run in self.runs.items() if ORACLE in run.granted]
         alone = [[m] for m, run in self.runs.items() if ORACLE not in run.granted]
         self.pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="disguisebench-attack")
+        if self.first is not None:
+            self.pool.submit(self.first)  # its result is cached; whoever needs it waits for it
         for memos in ([chain] if chain else []) + alone:  # the longest first
             self.pool.submit(self._in_turn, memos)
         return lambda memo: self.futures[memo].result()
@@ -540,8 +551,8 @@ def _sealed_attack(run: _Run, *, cell: Cell, salt: bytes, task: Task, defense: D
 
 
 def _judge(run: _Run, sealed: _Sealed, cell: Cell, *, seeds: dict[str, int], task: Task,
-           splits: Splits, artifacts: str | Path | None
-           ) -> tuple[str, dict, str | None, float, dict]:
+           trainer: Callable[..., torch.nn.Module], splits: Splits,
+           artifacts: str | Path | None) -> tuple[str, dict, str | None, float, dict]:
     """Score one sealed run's prediction against the truth it never saw. Status, metrics, error,
     seconds (the run's and the scoring's), extra meta."""
     job, attack = run.job, run.attack
@@ -563,9 +574,8 @@ def _judge(run: _Run, sealed: _Sealed, cell: Cell, *, seeds: dict[str, int], tas
                         outcome.error)
             return FAILED, {}, outcome.error, time.perf_counter() - t0, extra
         # A label attack's chance: what a classifier of the public data alone achieves.
-        with sandbox.training_lock:  # the first call trains the public-only classifier
-            truth = baselines.with_chance(scenario_truth(run.scenario, attack.label_of), attack,
-                                          task, splits, seed=seeds["train"])
+        truth = baselines.with_chance(scenario_truth(run.scenario, attack.label_of), attack,
+                                      task, splits, seed=seeds["train"], trainer=trainer)
         metrics = scoring.score(attack.goal, outcome.prediction, truth)
         metrics.update(attack_report(outcome.report))
         if ORACLE in run.granted:

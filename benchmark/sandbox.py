@@ -171,10 +171,8 @@ def receive_copy(conn: Any) -> Any:
 
 _context: Any = None
 # A cell may run several attacks at once, each served by a driver thread: starting a process
-# (which briefly edits ``__main__``) happens one at a time, and so does any training in the
-# driver (a task's training seeds torch's process-wide generator, which threads would share).
+# (which briefly edits ``__main__``) happens one at a time.
 _starting = threading.RLock()
-training_lock = threading.Lock()
 # Attack processes now running, so that an interrupted cell can end them all.
 _live: set[Any] = set()
 
@@ -672,31 +670,72 @@ class SealedTask:
         return repr(self._task)
 
 
+def _trainer_main(conn: Any, task_cls: type, params: dict[str, Any], data: Data, seed: int,
+                  num_classes: int, threads: int) -> None:
+    """A training process: the task's own recipe, its weights sent back as plain tensors."""
+    torch.set_num_threads(max(1, threads))
+    try:
+        model = _build(task_cls, params).train(data, seed=seed, num_classes=num_classes)
+        send_plain(conn, ("ok", {k: v.cpu() for k, v in model.state_dict().items()}))
+    except BaseException as err:  # noqa: BLE001 - raised again in the driver
+        send_plain(conn, ("error", _error_text(err)))
+
+
+def train_apart(task: Any, data: Data, *, seed: int, num_classes: int, threads: int) -> Any:
+    """``task.train(data, ...)`` in a process of its own on ``threads`` threads: trainings in
+    the driver would share torch's process-wide generator (and the interpreter) with each other
+    and with the attacks a cell runs at once; apart, each is alone, and the same inputs give the
+    same model whatever else runs."""
+    proc, conn = _start(_trainer_main, (type(task), task.get_params(), data, int(seed),
+                                        int(num_classes), int(threads)))
+    try:
+        status, state = receive(conn)
+    except (EOFError, OSError):
+        proc.join(timeout=5)
+        raise RuntimeError(f"training {task.name} failed: its process exited "
+                           f"(code {proc.exitcode})") from None
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        conn.close()
+    if status != "ok":
+        raise RuntimeError(f"training {task.name} failed: {state}")
+    model = task.build_model(data.image_shape, num_classes)
+    model.load_state_dict(state)
+    return model.eval()
+
+
 # Models the driver trained for attacks, by (recipe, data, seed): the same request gets the same
-# model without training it again.
+# model without training it again; concurrent requests for one model wait for the first.
 _TRAINED: dict[str, Any] = {}
 _TRAINED_MAX = 8
+_trained_lock = threading.Lock()
+_training: dict[str, threading.Lock] = {}
 
 
-def _train_for_attack(task_cls: type, kwargs: dict[str, Any]) -> Any:
+def _train_for_attack(task_cls: type, kwargs: dict[str, Any], threads: int) -> Any:
     data: Data = kwargs["data"]
     if not isinstance(data, Data):
         raise PluginError("train needs Data")
     recipe = json.dumps([task_cls.__module__, task_cls.__qualname__, kwargs["params"],
                          kwargs["seed"], kwargs["num_classes"]], sort_keys=True, default=str)
     key = recipe + "/" + data_digest(data.x, data.y)
-    with training_lock:  # a second request for the same model waits and reuses it
-        return copy.deepcopy(_trained(task_cls, kwargs, key))
-
-
-def _trained(task_cls: type, kwargs: dict[str, Any], key: str) -> Any:
-    if key not in _TRAINED:
-        task = _build(task_cls, kwargs["params"])
-        model = task.train(kwargs["data"], seed=kwargs["seed"], num_classes=kwargs["num_classes"])
-        while len(_TRAINED) >= _TRAINED_MAX:
-            _TRAINED.pop(next(iter(_TRAINED)))
-        _TRAINED[key] = model.cpu().eval()
-    return _TRAINED[key]
+    with _trained_lock:
+        lock = _training.setdefault(key, threading.Lock())
+    with lock:
+        with _trained_lock:
+            model = _TRAINED.get(key)
+        if model is None:
+            model = train_apart(_build(task_cls, kwargs["params"]), data, seed=kwargs["seed"],
+                                num_classes=kwargs["num_classes"], threads=threads)
+            with _trained_lock:
+                while len(_TRAINED) >= _TRAINED_MAX:
+                    oldest = next(iter(_TRAINED))
+                    del _TRAINED[oldest]
+                    _training.pop(oldest, None)
+                _TRAINED[key] = model
+    return copy.deepcopy(model)
 
 
 def _attack_main(conn: Any, payload: dict[str, Any]) -> None:
@@ -802,7 +841,7 @@ class _AttackServer:
 
     def _serve(self, op: str, kwargs: dict[str, Any]) -> Any:
         if op == "train":
-            return _train_for_attack(type(self.task), kwargs)
+            return _train_for_attack(type(self.task), kwargs, self.threads)
         if op == "oracle":
             if self.oracle is None:
                 raise PluginError("the oracle was not granted")

@@ -153,3 +153,21 @@ def test_an_interrupted_cell_ends_its_running_attacks(monkeypatch):
             raise KeyboardInterrupt
     assert time.perf_counter() - start < 20
     assert len(ran) == 2  # the two waiting runs were cancelled, not started
+
+
+def test_a_model_trained_apart_is_the_model_trained_here():
+    from disguisebench import sandbox
+
+    task = registry.create("task", "toy", {"epochs": 2})
+    train = task.load(seed=0).train
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = task.train(train, seed=3, num_classes=4)
+    finally:
+        torch.set_num_threads(threads)
+    apart = sandbox.train_apart(task, train, seed=3, num_classes=4, threads=1)
+    assert not apart.training
+    mine, theirs = here.state_dict(), apart.state_dict()
+    assert mine.keys() == theirs.keys()
+    assert all(torch.equal(mine[k].cpu(), theirs[k]) for k in mine)
