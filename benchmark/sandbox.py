@@ -20,11 +20,12 @@ plugin, decides what the cloud sees and what an attack can touch:
 - **Untrusted bytes.** What comes back from a plugin process is decoded with an unpickler that
   builds only plain containers and numbers; tensors travel as raw bytes.
 - **Audit hook.** Plugin processes may not open the results database, its salt, the model cache
-  or the artifacts, or another process's files under ``/proc``; nor connect to SQLite or start
-  programs.
+  or the artifacts, or another process's files under ``/proc``; nor connect to SQLite, start
+  programs or signal another process.
 
 Processes come from a fork server that has imported torch and the registered plugins once, so a
-sandbox starts in milliseconds.
+sandbox starts in milliseconds; the harness's own trainings (a model an attack asks for, the
+label baseline) and its worker processes come from it too.
 """
 
 from __future__ import annotations
@@ -314,8 +315,12 @@ def _seal(protected: Iterable[str], threads: int) -> None:
                                              and len(args) > 1 and inside(args[1]))):
                 raise PermissionError(f"a sandboxed plugin may not touch {args[0]!r}")
         elif event in ("sqlite3.connect", "subprocess.Popen", "os.system", "os.exec",
-                       "os.posix_spawn", "os.spawn", "pty.spawn"):
+                       "os.posix_spawn", "os.spawn", "pty.spawn", "os.killpg"):
             raise PermissionError(f"a sandboxed plugin may not use {event}")
+        elif event == "os.kill" and args and args[0] != os.getpid():
+            # The owner's defense host, another attack, the driver: a plugin that stopped them
+            # could make a defense look as if it had refused.
+            raise PermissionError(f"a sandboxed plugin may not signal process {args[0]}")
 
     sys.addaudithook(hook)
     torch.set_num_threads(max(1, threads))
@@ -637,9 +642,9 @@ def _remote_defense(cls: type[Defense], channel: _Channel) -> type[Defense]:
 class SealedTask:
     """The task as public knowledge: architecture, training recipe, prediction; no data.
 
-    ``train`` is done by the driver (task code is trusted, and a model trained on the same data
-    with the same recipe and seed is then shared by every attack of the process, like the
-    plaintext model of ``visual-reid``).
+    ``train`` is a request: the driver trains the model in a process of its own
+    (``train_apart``; task code is trusted) and shares it with every attack of the run that asks
+    for the same recipe, data and seed, like the plaintext model of ``visual-reid``.
     """
 
     def __init__(self, task: Any, channel: _Channel) -> None:

@@ -405,6 +405,20 @@ class ProcPeek(_Reid):
         return self.guess(view)
 
 
+class Assassin(_Reid):
+    """Signals another process: one that can would stop the owner's defense host in the middle
+    of the cell, and the attacks that use it after would score the defense as refusing. (Signal
+    0 only checks that the process exists: the test harms nothing if the sandbox lets it by.)"""
+
+    name = "zoo-assassin"
+
+    def _run(self, view, *, seed):
+        import os
+
+        os.kill(os.getppid(), 0)
+        return self.guess(view)
+
+
 class FaultFarmer(_Reid):
     """Feeds the defense what no owner sends (NaN, values outside [0, 1], a wrong shape, labels
     of no class, an inverse) hoping a fault is scored as the defense refusing, a complete break."""
@@ -432,7 +446,7 @@ class FaultFarmer(_Reid):
         return self.guess(view)
 
 
-CHEATS = [StackWalk, HeapScan, SeedRederive, StoreWriter, TaskLoader, ProcPeek]
+CHEATS = [StackWalk, HeapScan, SeedRederive, StoreWriter, TaskLoader, ProcPeek, Assassin]
 
 
 def test_feeding_a_defense_garbage_is_no_break(tmp_path):
