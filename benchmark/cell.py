@@ -454,6 +454,7 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
         baseline = functools.partial(baselines.public_classifier, task, splits,
                                      seed=seeds["train"], trainer=trainer)
     judged: dict[tuple, tuple[str, dict, str | None, float, dict]] = {}
+    start = time.perf_counter()  # each record keeps when, in the attacks' phase, it was done
     with _Lanes(runs, sealed, lanes, first=baseline) as outcomes:
         for job, attack, meta, memo in order:
             if memo is None:
@@ -466,7 +467,8 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
                                       splits=splits, artifacts=artifacts)
             status, metrics, error, seconds, extra = judged[memo]
             record(job, status, metrics,
-                   {"wall_seconds": seconds, "granted": sorted(runs[memo].granted), **meta,
+                   {"wall_seconds": seconds, "granted": sorted(runs[memo].granted),
+                    "phase_seconds": time.perf_counter() - start, "lanes": lanes, **meta,
                     **extra}, attack.goal, error)
 
 

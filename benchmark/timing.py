@@ -3,7 +3,9 @@
 Every record keeps the seconds it took (``meta.wall_seconds``; the utility record also
 ``train_seconds``). An attack whose granted capabilities are the same at several levels is
 computed once and recorded at each (docs/design.md, "One cell"): its seconds count once here.
-``disguisebench show --profile`` prints the table.
+A cell runs several attacks at once, so their seconds add up to more than the wall time of the
+cell's attacks, which each attack record also keeps (``meta.phase_seconds``: from the start of
+the attacks to that record). ``disguisebench show --profile`` prints the table.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class CellTime:
     owner: float = 0.0
     attacks: dict[str, float] = dataclasses.field(default_factory=dict)
     runs: dict[str, int] = dataclasses.field(default_factory=dict)
+    attack_wall: float = 0.0  # the wall time of the attacks, run several at once
+    lanes: int = 1
 
     @property
     def attack_total(self) -> float:
@@ -59,6 +63,8 @@ def cell_times(records: Iterable[Record]) -> list[CellTime]:
             cell.train = float(r.meta.get("train_seconds", 0.0) or 0.0)
             cell.owner = seconds
             continue
+        cell.attack_wall = max(cell.attack_wall, float(r.meta.get("phase_seconds", 0.0) or 0.0))
+        cell.lanes = max(cell.lanes, int(r.meta.get("lanes", 1) or 1))
         name = label("attack", r.attack)
         # The same computation recorded at several levels: same attack, grants and seconds.
         once = (key, name, tuple(r.meta.get("granted", ())), seconds)
@@ -86,6 +92,10 @@ def render(cells: list[CellTime]) -> str:
         ratio = f"{c.attack_total / c.train:.2f}" if c.train else "-"
         head = (f"{c.task} / {c.defense} / seed {c.seed}: {c.total:.1f} s; "
                 f"attacks / training = {ratio}")
+        if c.attack_wall:
+            wall = f"{c.attack_wall / c.train:.2f}" if c.train else "-"
+            head += (f"; the attacks, {c.lanes} at a time, took {c.attack_wall:.1f} s of wall "
+                     f"time: {wall} of the training's")
         blocks.append(head + "\n" + tabulate(rows, headers=["", "seconds", "share", "runs"],
                                              colalign=("left", "right", "right", "right"),
                                              disable_numparse=True))

@@ -50,3 +50,17 @@ def test_show_profile_prints_shares_and_the_attack_training_ratio(tmp_path, caps
     assert "attacks / training = 1.00" in out  # block-rmt: 10 s of attacks, 10 s of training
     assert "attacks / training = 0.25" in out  # none: 1 s against 4 s
     assert "visual-reid" in out and "32 %" in out  # 7 of 22 seconds
+
+
+def test_the_attacks_wall_time_is_the_last_record_of_the_phase(tmp_path, capsys):
+    def phased(attack, level, seconds, phase):
+        r = timed(RMT, attack, level, seconds=seconds)
+        r.meta.update(phase_seconds=phase, lanes=2)
+        return r
+
+    records = [timed(RMT, seconds=12.0, train=10.0), phased(TEMPLATE, "level-1", 3.0, 2.5),
+               phased(VISUAL, "level-1", 4.0, 4.5)]
+    (rmt,) = timing.cell_times(records)
+    assert rmt.attack_total == pytest.approx(7.0)  # seconds summed over the two runs
+    assert rmt.attack_wall == pytest.approx(4.5) and rmt.lanes == 2  # they overlapped
+    assert "2 at a time, took 4.5 s of wall time: 0.45 of the training's" in timing.render([rmt])
