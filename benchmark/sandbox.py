@@ -174,7 +174,7 @@ _context: Any = None
 # A cell may run several attacks at once, each served by a driver thread: starting a process
 # (which briefly edits ``__main__``) happens one at a time.
 _starting = threading.RLock()
-# Attack processes now running, so that an interrupted cell can end them all.
+# Attack and training processes now running, so that an interrupted cell can end them all.
 _live: set[Any] = set()
 
 
@@ -691,8 +691,10 @@ def train_apart(task: Any, data: Data, *, seed: int, num_classes: int, threads: 
     the driver would share torch's process-wide generator (and the interpreter) with each other
     and with the attacks a cell runs at once; apart, each is alone, and the same inputs give the
     same model whatever else runs."""
-    proc, conn = _start(_trainer_main, (type(task), task.get_params(), data, int(seed),
-                                        int(num_classes), int(threads)))
+    with _starting:
+        proc, conn = _start(_trainer_main, (type(task), task.get_params(), data, int(seed),
+                                            int(num_classes), int(threads)))
+        _live.add(proc)
     try:
         status, state = receive(conn)
     except (EOFError, OSError):
@@ -704,6 +706,8 @@ def train_apart(task: Any, data: Data, *, seed: int, num_classes: int, threads: 
             proc.kill()
         proc.join()
         conn.close()
+        with _starting:
+            _live.discard(proc)
     if status != "ok":
         raise RuntimeError(f"training {task.name} failed: {state}")
     model = task.build_model(data.image_shape, num_classes)
@@ -973,8 +977,8 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
 
 
 def kill_attacks() -> None:
-    """End every running attack process (an interrupted run); each one's driver thread then
-    reads that its process exited."""
+    """End every running attack and training process (an interrupted run); each one's driver
+    thread then reads that its process exited."""
     with _starting:
         for proc in list(_live):
             if proc.is_alive():
