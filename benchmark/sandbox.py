@@ -691,23 +691,14 @@ def train_apart(task: Any, data: Data, *, seed: int, num_classes: int, threads: 
     the driver would share torch's process-wide generator (and the interpreter) with each other
     and with the attacks a cell runs at once; apart, each is alone, and the same inputs give the
     same model whatever else runs."""
-    with _starting:
-        proc, conn = _start(_trainer_main, (type(task), task.get_params(), data, int(seed),
-                                            int(num_classes), int(threads)))
-        _live.add(proc)
-    try:
-        status, state = receive(conn)
-    except (EOFError, OSError):
-        proc.join(timeout=5)
-        raise RuntimeError(f"training {task.name} failed: its process exited "
-                           f"(code {proc.exitcode})") from None
-    finally:
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-        conn.close()
-        with _starting:
-            _live.discard(proc)
+    args = (type(task), task.get_params(), data, int(seed), int(num_classes), int(threads))
+    with _live_process(_trainer_main, args) as (proc, conn):
+        try:
+            status, state = receive(conn)
+        except (EOFError, OSError):
+            proc.join(timeout=5)
+            raise RuntimeError(f"training {task.name} failed: its process exited "
+                               f"(code {proc.exitcode})") from None
     if status != "ok":
         raise RuntimeError(f"training {task.name} failed: {state}")
     model = task.build_model(data.image_shape, num_classes)
@@ -930,44 +921,58 @@ def run_attack(attack: Any, view: dict[str, Any], *, seed: int, task: Any,
         "oracle": oracle is not None, "view": view, "seed": seed,
         "protected": protected, "threads": threads,
     }
-    with _starting:
-        proc, conn = _start(_attack_main, (payload,))
-        _live.add(proc)
-    server = _AttackServer(task=task, defense=defense, oracle=oracle, pool=pool,
-                           protected=protected, threads=threads, chunk_seed=chunk_seed,
-                           epochs=epochs, budget=queries)
-    try:
-        while True:
+    with _live_process(_attack_main, (payload,)) as (proc, conn):
+        server = _AttackServer(task=task, defense=defense, oracle=oracle, pool=pool,
+                               protected=protected, threads=threads, chunk_seed=chunk_seed,
+                               epochs=epochs, budget=queries)
+        try:
+            return _serve(server, proc, conn)
+        finally:
+            server.close()
+
+
+def _serve(server: _AttackServer, proc: Any, conn: Any) -> AttackOutcome:
+    """Answer an attack process's requests until it sends its outcome or exits."""
+    while True:
+        try:
+            message = receive(conn)
+        except (EOFError, OSError):
+            proc.join(timeout=5)
+            return AttackOutcome(None, {}, f"the attack's process exited (code "
+                                 f"{proc.exitcode})", server.refusal, server.queries)
+        kind = message[0] if isinstance(message, tuple) and message else None
+        if kind == "request":
+            _, op, kwargs = message
             try:
-                message = receive(conn)
-            except (EOFError, OSError):
-                proc.join(timeout=5)
-                return AttackOutcome(None, {}, f"the attack's process exited (code "
-                                     f"{proc.exitcode})", server.refusal, server.queries)
-            kind = message[0] if isinstance(message, tuple) and message else None
-            if kind == "request":
-                _, op, kwargs = message
-                try:
-                    send_copy(conn, ("ok", server.serve(op, kwargs)))
-                except DefenseFault as err:
-                    server.refusal = server.refusal or str(err)
-                    send_copy(conn, ("fault", str(err)))
-                except PluginError as err:  # refused by the harness, not the defense's fault
-                    send_copy(conn, ("refused", str(err)))
-            elif kind == "done":
-                _, prediction, report = message
-                return AttackOutcome(prediction, report, None, server.refusal, server.queries)
-            elif kind == "error":
-                return AttackOutcome(None, {}, str(message[1]), server.refusal, server.queries)
-            elif kind == "not-applicable":
-                return AttackOutcome(None, {}, None, server.refusal, server.queries,
-                                      str(message[1]))
-            else:
-                raise SandboxError("the attack's process broke the protocol")
+                send_copy(conn, ("ok", server.serve(op, kwargs)))
+            except DefenseFault as err:
+                server.refusal = server.refusal or str(err)
+                send_copy(conn, ("fault", str(err)))
+            except PluginError as err:  # refused by the harness, not the defense's fault
+                send_copy(conn, ("refused", str(err)))
+        elif kind == "done":
+            _, prediction, report = message
+            return AttackOutcome(prediction, report, None, server.refusal, server.queries)
+        elif kind == "error":
+            return AttackOutcome(None, {}, str(message[1]), server.refusal, server.queries)
+        elif kind == "not-applicable":
+            return AttackOutcome(None, {}, None, server.refusal, server.queries,
+                                 str(message[1]))
+        else:
+            raise SandboxError("the attack's process broke the protocol")
+
+
+@contextlib.contextmanager
+def _live_process(target: Callable[..., None], args: tuple) -> Iterator[tuple[Any, Any]]:
+    """A plugin or training process (``_start``) and its pipe, known to ``kill_attacks`` while
+    it runs. On leaving, the process is killed: its answer is in, and nothing it still does
+    (interpreter and thread-pool teardown, which can take a second) is worth waiting for."""
+    with _starting:
+        proc, conn = _start(target, args)
+        _live.add(proc)
+    try:
+        yield proc, conn
     finally:
-        server.close()
-        # Its answer is in: nothing the process still does (interpreter and thread-pool
-        # teardown, which can take a second) is worth waiting for.
         if proc.is_alive():
             proc.kill()
         proc.join()
