@@ -488,6 +488,7 @@ class _Lanes:
         self.futures: dict[tuple, Any] = {}
 
     def __enter__(self) -> Callable[[tuple], Any]:
+        sandbox.resume_attacks()  # after a cell interrupted in this process, if any
         if self.lanes == 1 or len(self.runs) < 2:
             return lambda memo: self.sealed(self.runs[memo])  # in order, in this thread
         from concurrent.futures import Future, ThreadPoolExecutor

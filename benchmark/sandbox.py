@@ -20,8 +20,8 @@ plugin, decides what the cloud sees and what an attack can touch:
 - **Untrusted bytes.** What comes back from a plugin process is decoded with an unpickler that
   builds only plain containers and numbers; tensors travel as raw bytes.
 - **Audit hook.** Plugin processes may not open the results database, its salt, the model cache
-  or the artifacts, or another process's files under ``/proc``; nor connect to SQLite, start
-  programs or signal another process.
+  or the artifacts, or another process's files under ``/proc``; nor connect to SQLite or to a
+  local socket, start programs or signal another process.
 
 Processes come from a fork server that has imported torch and the registered plugins once, so a
 sandbox starts in milliseconds; the harness's own trainings (a model an attack asks for, the
@@ -40,6 +40,7 @@ import multiprocessing
 import os
 import pickle
 import random
+import socket
 import sys
 import threading
 import traceback
@@ -174,8 +175,14 @@ _context: Any = None
 # A cell may run several attacks at once, each served by a driver thread: starting a process
 # (which briefly edits ``__main__``) happens one at a time.
 _starting = threading.RLock()
-# Attack and training processes now running, so that an interrupted cell can end them all.
+# Attack and training processes now running, so that an interrupted cell can end them all;
+# once it has, no new one starts until the next cell.
 _live: set[Any] = set()
+_stopping = threading.Event()
+
+
+class Interrupted(RuntimeError):
+    """An interrupted cell asked for no more plugin or training processes."""
 
 
 def context() -> Any:
@@ -249,6 +256,8 @@ def join_server(shared: dict[str, Any]) -> None:
             probe = ctx.Process(target=int, daemon=True)
             probe.start()
         probe.join(timeout=30)
+        if probe.is_alive():
+            probe.kill()
         if probe.exitcode != 0:
             raise OSError(f"a process from the shared fork server ended with {probe.exitcode}")
     except Exception as err:  # noqa: BLE001 - fall back to a server of the worker's own
@@ -269,15 +278,24 @@ def starting() -> Iterator[Any]:
         yield ctx
 
 
-def _start(target: Callable[..., None], args: tuple) -> tuple[Any, Any]:
+def _start(target: Callable[..., None], args: tuple, *,
+           track: bool = False) -> tuple[Any, Any]:
     """A plugin process running ``target(conn, *args)``, and the driver's end of its pipe. The
-    arguments travel by value (see ``send_copy``), as the process's first message."""
+    arguments travel by value (see ``send_copy``), as the process's first message. With
+    ``track``, the process is known to ``kill_attacks`` from its start, and none starts once an
+    interrupted cell has called it."""
     message = pickle.dumps(encode((target, args)), protocol=pickle.HIGHEST_PROTOCOL)
     ctx = context()
     conn, child = ctx.Pipe()
     proc = ctx.Process(target=_unpack, args=(child,), daemon=True)
     with starting():
+        if track and _stopping.is_set():
+            child.close()
+            conn.close()
+            raise Interrupted("the cell was interrupted")
         proc.start()
+        if track:
+            _live.add(proc)
     child.close()
     try:
         conn.send_bytes(message)
@@ -317,6 +335,11 @@ def _seal(protected: Iterable[str], threads: int) -> None:
         elif event in ("sqlite3.connect", "subprocess.Popen", "os.system", "os.exec",
                        "os.posix_spawn", "os.spawn", "pty.spawn", "os.killpg"):
             raise PermissionError(f"a sandboxed plugin may not use {event}")
+        elif event == "socket.connect" and args and \
+                getattr(args[0], "family", None) == getattr(socket, "AF_UNIX", None):
+            # Local sockets: the fork server's among them, which would start a process this
+            # hook is not in.
+            raise PermissionError(f"a sandboxed plugin may not connect to {args[1]!r}")
         elif event == "os.kill" and args and args[0] != os.getpid():
             # The owner's defense host, another attack, the driver: a plugin that stopped them
             # could make a defense look as if it had refused.
@@ -699,8 +722,8 @@ def train_apart(task: Any, data: Data, *, seed: int, num_classes: int, threads: 
             proc.join(timeout=5)
             raise RuntimeError(f"training {task.name} failed: its process exited "
                                f"(code {proc.exitcode})") from None
-    if status != "ok":
-        raise RuntimeError(f"training {task.name} failed: {state}")
+    if status != "ok":  # bad data in the request, or the recipe: the asker's to handle
+        raise PluginError(f"training {task.name} failed: {state}")
     model = task.build_model(data.image_shape, num_classes)
     model.load_state_dict(state)
     return model.eval()
@@ -967,9 +990,7 @@ def _live_process(target: Callable[..., None], args: tuple) -> Iterator[tuple[An
     """A plugin or training process (``_start``) and its pipe, known to ``kill_attacks`` while
     it runs. On leaving, the process is killed: its answer is in, and nothing it still does
     (interpreter and thread-pool teardown, which can take a second) is worth waiting for."""
-    with _starting:
-        proc, conn = _start(target, args)
-        _live.add(proc)
+    proc, conn = _start(target, args, track=True)
     try:
         yield proc, conn
     finally:
@@ -982,10 +1003,15 @@ def _live_process(target: Callable[..., None], args: tuple) -> Iterator[tuple[An
 
 
 def kill_attacks() -> None:
-    """End every running attack and training process (an interrupted run); each one's driver
-    thread then reads that its process exited."""
+    """End every running attack and training process (an interrupted run) and start no more
+    until ``resume_attacks``; each one's driver thread then reads that its process exited."""
     with _starting:
+        _stopping.set()
         for proc in list(_live):
             if proc.is_alive():
                 proc.kill()
 
+
+def resume_attacks() -> None:
+    """Start attack and training processes again (a new cell, after an interrupted one)."""
+    _stopping.clear()

@@ -54,7 +54,8 @@ class ProbeB(_Probe):
     share = 5
 
 
-ATTACKS = [ProbeA.name, "template-match", ProbeB.name, "visual-reid"]
+# With a label attack: the public-only baseline trains in a lane of its own.
+ATTACKS = [ProbeA.name, "template-match", ProbeB.name, "visual-reid", "class-membership"]
 
 
 def _records(tmp_path, name: str, lanes: int, monkeypatch, attacks=ATTACKS,
@@ -171,3 +172,17 @@ def test_a_model_trained_apart_is_the_model_trained_here():
     mine, theirs = here.state_dict(), apart.state_dict()
     assert mine.keys() == theirs.keys()
     assert all(torch.equal(mine[k].cpu(), theirs[k]) for k in mine)
+
+
+def test_no_process_starts_after_an_interrupt_until_the_next_cell():
+    from disguisebench import sandbox
+
+    task = registry.create("task", "toy", {"epochs": 1})
+    train = task.load(seed=0).train
+    sandbox.kill_attacks()  # what an interrupted cell calls
+    try:
+        with pytest.raises(sandbox.Interrupted):
+            sandbox.train_apart(task, train, seed=0, num_classes=4, threads=1)
+    finally:
+        sandbox.resume_attacks()
+    assert sandbox.train_apart(task, train, seed=0, num_classes=4, threads=1) is not None

@@ -419,6 +419,25 @@ class Assassin(_Reid):
         return self.guess(view)
 
 
+class ServerDialer(_Reid):
+    """Connects to a local socket: the fork server of plugin processes listens on one, and a
+    process it started for the caller would run without the sandbox's audit hook. (The path
+    tried here does not exist: the test harms nothing if the sandbox lets the call by.)"""
+
+    name = "zoo-server-dialer"
+
+    def _run(self, view, *, seed):
+        import socket
+        import tempfile
+
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(tempfile.gettempdir() + "/pymp-none/listener-none")
+            except (FileNotFoundError, ConnectionRefusedError):
+                pass  # the call went through: with the real address, a process would start
+        return self.guess(view)
+
+
 class FaultFarmer(_Reid):
     """Feeds the defense what no owner sends (NaN, values outside [0, 1], a wrong shape, labels
     of no class, an inverse) hoping a fault is scored as the defense refusing, a complete break."""
@@ -446,7 +465,8 @@ class FaultFarmer(_Reid):
         return self.guess(view)
 
 
-CHEATS = [StackWalk, HeapScan, SeedRederive, StoreWriter, TaskLoader, ProcPeek, Assassin]
+CHEATS = [StackWalk, HeapScan, SeedRederive, StoreWriter, TaskLoader, ProcPeek, Assassin,
+          ServerDialer]
 
 
 def test_feeding_a_defense_garbage_is_no_break(tmp_path):
