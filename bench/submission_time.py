@@ -50,11 +50,10 @@ def main() -> None:
     print(timing.render(cells))
     print(f"\n{len(cells)} cell(s) in {wall:.0f} s")
     for c in cells:
-        ratio = c.attack_total / c.train if c.train else float("nan")
-        wall = c.attack_wall / c.train if c.train else float("nan")
         print(f"{c.defense}: attacks' wall time {c.attack_wall:.0f} s ({c.lanes} at a time) / "
-              f"training {c.train:.0f} s = {wall:.2f} (target <= 2); the attacks' seconds "
-              f"summed over runs {c.attack_total:.0f} s = {ratio:.2f} of the training's")
+              f"training {c.train:.0f} s = {c.wall_ratio:.2f} (target <= 2); the attacks' "
+              f"seconds summed over runs {c.attack_total:.0f} s = {c.ratio:.2f} of the "
+              "training's")
 
 
 if __name__ == "__main__":

@@ -46,23 +46,17 @@ def public_classifier(task: Task, splits: Splits, *, seed: int,
     key = (json.dumps(task.spec(), sort_keys=True, default=str), seed, len(public),
            float(public.x.double().sum()))
     with _lock:  # trained once: a second caller waits for the first
-        return _trained(task, splits, key, seed, trainer)
-
-
-def _trained(task: Task, splits: Splits, key: tuple, seed: int,
-             trainer: Callable[..., nn.Module] | None) -> nn.Module:
-    public = splits.public
-    if key in _MODELS:
-        _MODELS.move_to_end(key)
-        return _MODELS[key]
-    log.debug("training the public-only label baseline of %s (seed %d)", task.name, seed)
-    if trainer is None:
-        model = task.clone().train(public, seed=seed, num_classes=splits.num_classes)
-    else:
-        model = trainer(task.clone(), public, seed=seed, num_classes=splits.num_classes)
-    _MODELS[key] = model
-    while len(_MODELS) > _MODELS_MAX:
-        _MODELS.popitem(last=False)
+        if key in _MODELS:
+            _MODELS.move_to_end(key)
+            return _MODELS[key]
+        log.debug("training the public-only label baseline of %s (seed %d)", task.name, seed)
+        if trainer is None:
+            model = task.clone().train(public, seed=seed, num_classes=splits.num_classes)
+        else:
+            model = trainer(task.clone(), public, seed=seed, num_classes=splits.num_classes)
+        _MODELS[key] = model
+        while len(_MODELS) > _MODELS_MAX:
+            _MODELS.popitem(last=False)
     return model
 
 

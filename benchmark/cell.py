@@ -442,13 +442,13 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
                 dataclasses.replace(job.resources, n_known=n_known))
         runs.setdefault(memo, _Run(job, attack, granted, scenario))
         order.append((job, attack, sizes, memo))
-    lanes = attack_lanes(threads)
+    lanes, each = attack_lanes(threads), plugin_threads(threads)
     sealed = functools.partial(_sealed_attack, cell=cell, salt=salt, task=task, defense=defense,
                                splits=splits, model=model, oracle=owner.host,
-                               protected=protected, threads=plugin_threads(threads))
+                               protected=protected, threads=each)
     # The public-only label baseline trains apart, like the attacks' models, and in a lane of
     # its own from the start: the first label record waits for it otherwise.
-    trainer = functools.partial(sandbox.train_apart, threads=plugin_threads(threads))
+    trainer = functools.partial(sandbox.train_apart, threads=each)
     baseline = None
     if any(run.attack.goal == LABEL and run.attack.label_of != "targets" for run in runs.values()):
         baseline = functools.partial(baselines.public_classifier, task, splits,
@@ -463,8 +463,7 @@ def _run_attacks(plan: Plan, cell: Cell, attacks: list[Job], record: Callable[..
             if memo not in judged:
                 run = runs[memo]
                 judged[memo] = _judge(run, outcomes(memo), cell, seeds=seeds, task=task,
-                                      trainer=trainer,
-                                      splits=splits, artifacts=artifacts)
+                                      trainer=trainer, splits=splits, artifacts=artifacts)
             status, metrics, error, seconds, extra = judged[memo]
             record(job, status, metrics,
                    {"wall_seconds": seconds, "granted": sorted(runs[memo].granted),

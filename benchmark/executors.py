@@ -61,10 +61,9 @@ class ProcessPool:
         # plugins once and never started a thread pool: they start in milliseconds, where a
         # spawned interpreter spends seconds importing (forking this process, which may hold
         # torch's thread pools, could deadlock).
-        with sandbox.starting() as ctx:
-            pool = ProcessPoolExecutor(self.workers, mp_context=ctx,
-                                       initializer=sandbox.join_server,
-                                       initargs=(sandbox.shared_server(),))
+        pool = ProcessPoolExecutor(self.workers, mp_context=sandbox.context(),
+                                   initializer=sandbox.join_server,
+                                   initargs=(sandbox.shared_server(),))
         try:
             with sandbox.starting():  # submitting starts the workers
                 futures = {pool.submit(cell_records, plan, cell, todo, options, threads): cell

@@ -509,7 +509,7 @@ def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: 
     rows = []
     broke_at = None  # the first level whose privacy, as bounded below, fell under BREAK
     for lv in order:
-        below = None if low is None else (low, broke_at or low_level, low_draws)
+        below = None if low is None else (low, broke_at, low_draws)
         collected = found.cells.get((t, lv, d), {})
         level = _level(collected, draws)
         complete = complete and level.complete
@@ -539,9 +539,10 @@ def _defense_rows(found: _Collected, t: str, d: str, order: list[str], utility: 
 
 
 def _curves(found: _Collected, cell: tuple[str, str, str], draws: stats.Draws,
-            below: tuple[_Level, str, np.ndarray] | None = None) -> dict[str, Curve]:
+            below: tuple[_Level, str | None, np.ndarray] | None = None) -> dict[str, Curve]:
     """The curve of each resource that takes several values in ``cell``; ``below`` is the
-    weakest lower level (its privacy, name and draws), which bounds every point."""
+    weakest lower level (its privacy, the level where privacy fell below BREAK if it did, and
+    its draws), which bounds every point."""
     attacks = found.points.get(cell, {})
     out = {}
     for i, resource in enumerate(RESOURCES):
@@ -573,13 +574,13 @@ def _curve(found: _Collected, cell: tuple[str, str, str], i: int, values: list,
         broke.append(low_draws < BREAK)
     if not points:
         return None
+    if below is not None and below[0].privacy < BREAK:
+        return Curve(RESOURCES[i], points, True, 0, (0, 0), broken_below=below[1])
     first = [p.value for p in points if p.privacy < BREAK]
     # Each resample's cost: the index of its first breaking value; len(points): none broke it.
     index = np.where(np.any(broke, axis=0), np.argmax(broke, axis=0), len(points))
     tail = 100 * (1 - stats.CONFIDENCE) / 2
     lo, hi = (int(v) for v in np.percentile(index, [tail, 100 - tail], method="nearest"))
-    if below is not None and below[0].privacy < BREAK:
-        return Curve(RESOURCES[i], points, True, 0, (0, 0), broken_below=below[1])
     return Curve(RESOURCES[i], points, bool(first), first[0] if first else None, (lo, hi))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Iterable
 
 from disguisebench.leaderboard import spec_label
@@ -40,6 +41,16 @@ class CellTime:
     @property
     def total(self) -> float:
         return self.owner + self.attack_total
+
+    @property
+    def ratio(self) -> float:
+        """The attacks' seconds, summed over runs, over the training's (nan without training)."""
+        return self.attack_total / self.train if self.train else math.nan
+
+    @property
+    def wall_ratio(self) -> float:
+        """The attacks' wall time over the training's (nan without training)."""
+        return self.attack_wall / self.train if self.train else math.nan
 
 
 def cell_times(records: Iterable[Record]) -> list[CellTime]:
@@ -84,16 +95,16 @@ def render(cells: list[CellTime]) -> str:
         return "no records"
     blocks = []
     for c in cells:
-        rows = [["owner (training " + f"{c.train:.1f} s)", f"{c.owner:.1f}",
+        rows = [[f"owner (training {c.train:.1f} s)", f"{c.owner:.1f}",
                  f"{100 * c.owner / c.total:.0f} %" if c.total else "-", ""]]
         for name, seconds in sorted(c.attacks.items(), key=lambda kv: -kv[1]):
             rows.append([name, f"{seconds:.1f}",
                          f"{100 * seconds / c.total:.0f} %" if c.total else "-", c.runs[name]])
-        ratio = f"{c.attack_total / c.train:.2f}" if c.train else "-"
+        ratio = f"{c.ratio:.2f}" if c.train else "-"
         head = (f"{c.task} / {c.defense} / seed {c.seed}: {c.total:.1f} s; "
                 f"attacks / training = {ratio}")
         if c.attack_wall:
-            wall = f"{c.attack_wall / c.train:.2f}" if c.train else "-"
+            wall = f"{c.wall_ratio:.2f}" if c.train else "-"
             head += (f"; the attacks, {c.lanes} at a time, took {c.attack_wall:.1f} s of wall "
                      f"time: {wall} of the training's")
         blocks.append(head + "\n" + tabulate(rows, headers=["", "seconds", "share", "runs"],
